@@ -1,0 +1,70 @@
+"""Structured logging with patient data kept out unless the operator opts in.
+
+Code logs patient-identifying values only under the keys in :data:`PHI_KEYS`; a processor
+replaces them with ``"[redacted]"`` unless ``log_phi = true``. Everything else (AE titles,
+UIDs of steps, counts, statuses) is logged as is.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import MutableMapping
+from typing import Any
+
+import structlog
+
+PHI_KEYS = frozenset(
+    {
+        "patient_name",
+        "patient_id",
+        "patient_birth_date",
+        "other_patient_ids",
+        "accession_number",
+        "identifier",
+        "dataset",
+        "query",
+        "body",
+    }
+)
+REDACTED = "[redacted]"
+
+
+def _redact_phi(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    for key in PHI_KEYS.intersection(event):
+        event[key] = REDACTED
+    return event
+
+
+def configure_logging(*, level: str = "info", fmt: str = "console", log_phi: bool = False) -> None:
+    """Set up structlog (and route stdlib logging such as pynetdicom's through it)."""
+    numeric = logging.getLevelName(level.upper())
+    processors: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
+    if not log_phi:
+        processors.append(_redact_phi)
+    processors.append(structlog.processors.format_exc_info)
+    if fmt == "json":
+        processors.append(structlog.processors.JSONRenderer())
+    else:
+        processors.append(structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty()))
+    structlog.configure(
+        processors=processors,
+        wrapper_class=structlog.make_filtering_bound_logger(numeric),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        cache_logger_on_first_use=False,
+    )
+    # pynetdicom logs whole datasets at DEBUG; keep it at WARNING unless PHI is allowed.
+    pynetdicom_level = numeric if log_phi else max(numeric, logging.WARNING)
+    logging.basicConfig(
+        level=numeric, stream=sys.stderr, format="%(levelname)s %(name)s %(message)s"
+    )
+    logging.getLogger("pynetdicom").setLevel(pynetdicom_level)
+
+
+def get_logger(name: str) -> Any:
+    """A structlog logger bound to a component name."""
+    return structlog.get_logger(component=name)

@@ -1,0 +1,22 @@
+"""Type names shared across the model.
+
+The neutral currency inside the gateway is the DICOM JSON Model (PS3.18 Annex F): a dict
+from 8-hex-digit uppercase tag to ``{"vr": ..., "Value": [...]}``. Both fronts and all
+backends exchange datasets in this form; pydicom ``Dataset`` objects only exist at the DIMSE
+edges (see :mod:`gateway.model.dicom_json`).
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypeAlias
+
+JsonDataset: TypeAlias = dict[str, Any]
+"""One dataset in the DICOM JSON Model, e.g. ``{"00100010": {"vr": "PN", "Value": [...]}}``."""
+
+TagPath: TypeAlias = tuple[int, ...]
+"""A path of tags from the top level into nested sequences, e.g. ``(0x00400100, 0x00080060)``."""
+
+
+def tag_key(tag: int) -> str:
+    """The DICOM JSON key for a tag: 8 uppercase hex digits."""
+    return f"{tag:08X}"
