@@ -265,3 +265,18 @@ def kind_for_http_status(status: int, operation: Operation) -> ErrorKind:
     if found is not None:
         return found
     return K.UPSTREAM_FAILURE
+
+
+def render_markdown_table() -> str:
+    """The status table as Markdown, embedded in ``docs/status-mapping.md`` (a test checks)."""
+    lines = [
+        "| Error kind | Operation | DIMSE status | HTTP status |",
+        "|---|---|---|---|",
+    ]
+    for (kind, op), (dimse, http) in STATUS_TABLE.items():
+        extra = " + Error ID A710" if kind is K.FINAL_STATE else ""
+        lines.append(
+            f"| {kind.value} | {op.value} | {dimse.value:04X} {dimse.name}{extra} "
+            f"| {http.value} {http.name} |"
+        )
+    return "\n".join(lines) + "\n"

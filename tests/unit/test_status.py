@@ -94,3 +94,12 @@ def test_dimse_success_classes() -> None:
     assert is_dimse_success(0xB000)
     assert not is_dimse_success(DimseStatus.PROCESSING_FAILURE)
     assert HttpStatus.CONFLICT == 409
+
+
+def test_docs_show_the_current_table() -> None:
+    from pathlib import Path
+
+    from gateway.model.status import render_markdown_table
+
+    doc = Path(__file__).resolve().parents[2] / "docs" / "status-mapping.md"
+    assert render_markdown_table() in doc.read_text(), "regenerate docs/status-mapping.md"
