@@ -1,0 +1,231 @@
+"""Worklist items as the store keeps them: one row per Scheduled Procedure Step.
+
+An imported item may carry several SPS items in its Scheduled Procedure Step Sequence;
+MWL answers one response per SPS (PS3.4 K.6-1), so the store splits it into one row per SPS,
+each holding the whole item with a one-item sequence, keyed by (Study Instance UID, SPS ID).
+
+Besides the DICOM JSON document each row has a few plain columns the search narrows on.
+A column can only stand for the item when the value is single and regular; when it is not
+(several values of a VM-1 attribute, a date that is not ``YYYYMMDD``, a name with
+several values), the row is flagged ``irregular`` and every search re-checks it with the
+shared matcher instead of trusting the columns. Station AE Titles may legitimately be
+multi-valued, so they get a side table with one row per value.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+import unicodedata
+from dataclasses import dataclass
+from typing import Any
+
+from gateway.errors import InvalidAttributeValue, MissingAttribute
+from gateway.model.dicom_json import normalize_json, validate_json_dataset
+from gateway.model.types import JsonDataset
+
+# Tags as DICOM JSON keys.
+SPECIFIC_CHARACTER_SET = "00080005"
+ACCESSION_NUMBER = "00080050"
+MODALITY = "00080060"
+PATIENT_NAME = "00100010"
+PATIENT_ID = "00100020"
+STUDY_INSTANCE_UID = "0020000D"
+SCHEDULED_STATION_AE = "00400001"
+SPS_START_DATE = "00400002"
+SPS_START_TIME = "00400003"
+SPS_DESCRIPTION = "00400007"
+SPS_ID = "00400009"
+SPS_STATUS = "00400020"
+SPS_SEQUENCE = "00400100"
+
+_DATE = re.compile(r"\d{8}")
+_TIME = re.compile(r"(\d{2})(\d{2})?(\d{2})?(\.\d{1,6})?")
+
+
+@dataclass(frozen=True)
+class SpsRow:
+    """One scheduled procedure step ready to be written."""
+
+    study_uid: str
+    sps_id: str
+    start_dt: str  # normalised YYYYMMDD[HHMMSS[.ffffff]], "" when unknown
+    modality: str | None
+    patient_id: str | None
+    patient_name: str | None  # Alphabetic group as stored, for listings
+    name_key: str | None  # normalised Patient's Name, for prefix narrowing
+    accession: str | None
+    status: str | None
+    stations: tuple[str, ...]
+    irregular: bool
+    doc: str  # the DICOM JSON text of the item with exactly one SPS item
+
+
+def values(element: Any) -> list[Any]:
+    """The ``Value`` array of a DICOM JSON attribute, [] when absent or empty."""
+    if not isinstance(element, dict):
+        return []
+    found = element.get("Value")
+    return found if isinstance(found, list) else []
+
+
+def _strings(ds: JsonDataset, key: str) -> list[str]:
+    """Non-empty string values of ``key`` with insignificant padding removed."""
+    out = []
+    for value in values(ds.get(key)):
+        if isinstance(value, str) and value.strip(" \0"):
+            out.append(value.strip(" \0"))
+        elif isinstance(value, int | float) and not isinstance(value, bool):
+            out.append(str(value))
+    return out
+
+
+def single_string(ds: JsonDataset, key: str) -> str | None:
+    """The value of a VM-1 string attribute, or None when absent, empty or multi-valued."""
+    found = _strings(ds, key)
+    return found[0] if len(found) == 1 else None
+
+
+def person_name_alphabetic(value: Any) -> str:
+    """The Alphabetic group of one PN value (tolerating pydicom's plain-string form)."""
+    if isinstance(value, dict):
+        text = value.get("Alphabetic", "")
+        return text if isinstance(text, str) else ""
+    if isinstance(value, str):
+        return value.split("=", 1)[0]
+    return ""
+
+
+def name_search_key(text: str) -> str:
+    """Fold a name for narrowing: no case, no accents, no padding.
+
+    Deliberately looser than any matcher option (case-sensitive or not), so narrowing on it
+    can only keep extra rows, never drop a true match.
+    """
+    decomposed = unicodedata.normalize("NFKD", text)
+    stripped = "".join(c for c in decomposed if not unicodedata.combining(c))
+    return stripped.casefold().strip()
+
+
+def normalise_time(text: str) -> str | None:
+    """TM to ``HHMMSS[.ffffff]`` for ordering; None when it is not a DICOM time."""
+    match = _TIME.fullmatch(text.replace(":", "").strip())
+    if match is None:
+        return None
+    hh, mm, ss, frac = match.groups()
+    return f"{hh}{mm or '00'}{ss or '00'}{frac or ''}"
+
+
+class _Columns:
+    """Collects column values and notes when a value cannot stand for the item."""
+
+    def __init__(self) -> None:
+        self.irregular = False
+
+    def single(self, ds: JsonDataset, key: str) -> str | None:
+        found = _strings(ds, key)
+        if len(found) > 1:
+            self.irregular = True
+        return found[0] if len(found) == 1 else None
+
+
+def _missing(key: str, what: str) -> MissingAttribute:
+    return MissingAttribute(
+        f"{what} ({key[:4]},{key[4:]}) is missing or empty", offending=[int(key, 16)]
+    )
+
+
+def split_item(item: Any, *, checked: bool = False) -> list[SpsRow]:
+    """Turn one imported worklist item into its SPS rows, in canonical DICOM JSON form.
+
+    ``checked``: the DICOM JSON shape was already validated (e.g. by ``parse_json_body``);
+    otherwise an ill-formed object raises :class:`gateway.errors.InvalidPayload`. Raise
+    :class:`MissingAttribute` / :class:`InvalidAttributeValue` when the item lacks what the
+    store keys on (Study Instance UID, SPS Sequence, SPS ID). Specific Character Set is
+    dropped: the stored text is Unicode and fronts encode on output.
+    """
+    if not isinstance(item, dict):
+        raise InvalidAttributeValue("a worklist item must be a JSON object")
+    if not checked:
+        validate_json_dataset(item)
+    item = normalize_json(item)
+    study_values = _strings(item, STUDY_INSTANCE_UID)
+    if not study_values:
+        raise _missing(STUDY_INSTANCE_UID, "Study Instance UID")
+    if len(study_values) > 1:
+        raise InvalidAttributeValue(
+            "Study Instance UID (0020,000D) must have one value",
+            offending=[int(STUDY_INSTANCE_UID, 16)],
+        )
+    sps_items = [s for s in values(item.get(SPS_SEQUENCE)) if isinstance(s, dict)]
+    if not sps_items:
+        raise _missing(SPS_SEQUENCE, "Scheduled Procedure Step Sequence")
+    base = {k: v for k, v in item.items() if k not in (SPS_SEQUENCE, SPECIFIC_CHARACTER_SET)}
+    rows: list[SpsRow] = []
+    seen: set[str] = set()
+    for sps in sps_items:
+        sps_id = single_string(sps, SPS_ID)
+        if sps_id is None:
+            raise _missing(SPS_ID, "Scheduled Procedure Step ID")
+        if sps_id in seen:
+            raise InvalidAttributeValue(
+                f"Scheduled Procedure Step ID {sps_id!r} occurs twice in one item",
+                offending=[int(SPS_ID, 16)],
+            )
+        seen.add(sps_id)
+        rows.append(_row(base, sps, study_values[0], sps_id))
+    return rows
+
+
+def _row(base: JsonDataset, sps: JsonDataset, study_uid: str, sps_id: str) -> SpsRow:
+    cols = _Columns()
+    doc = dict(sorted({**base, SPS_SEQUENCE: {"vr": "SQ", "Value": [sps]}}.items()))
+    names = values(base.get(PATIENT_NAME))
+    patient_name: str | None = None
+    name_key: str | None = None
+    if len(names) > 1:
+        cols.irregular = True
+    elif names:
+        patient_name = person_name_alphabetic(names[0]) or None
+        if patient_name is not None:
+            name_key = name_search_key(patient_name)
+    date_text = cols.single(sps, SPS_START_DATE)
+    start_dt = ""
+    if date_text is not None:
+        if _DATE.fullmatch(date_text):
+            time_text = single_string(sps, SPS_START_TIME)
+            time_key = normalise_time(time_text) if time_text is not None else None
+            start_dt = date_text + (time_key or "")
+        else:
+            cols.irregular = True
+    stations = tuple(_strings(sps, SCHEDULED_STATION_AE))
+    return SpsRow(
+        study_uid=study_uid,
+        sps_id=sps_id,
+        start_dt=start_dt,
+        modality=cols.single(sps, MODALITY),
+        patient_id=cols.single(base, PATIENT_ID),
+        patient_name=patient_name,
+        name_key=name_key,
+        accession=cols.single(base, ACCESSION_NUMBER),
+        status=cols.single(sps, SPS_STATUS),
+        stations=stations,
+        irregular=cols.irregular,
+        doc=dump(doc),
+    )
+
+
+def dump(doc: JsonDataset) -> str:
+    """Compact JSON text as stored."""
+    return json.dumps(doc, ensure_ascii=False, separators=(",", ":"))
+
+
+def with_sps_status(doc: JsonDataset, status: str) -> JsonDataset:
+    """A copy of a stored SPS row's document with its SPS Status set to ``status``."""
+    new = copy.deepcopy(doc)
+    sequence = new.setdefault(SPS_SEQUENCE, {"vr": "SQ", "Value": [{}]})
+    items = sequence.setdefault("Value", [{}]) or [{}]
+    sequence["Value"] = items
+    items[0][SPS_STATUS] = {"vr": "CS", "Value": [status]}
+    return new

@@ -1,0 +1,1 @@
+"""Operator sub-commands of ``modality-gateway`` (worklist maintenance, MPPS inspection)."""

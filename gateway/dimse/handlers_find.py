@@ -1,0 +1,157 @@
+"""Modality Worklist C-FIND SCP (PS3.4 K.4.1.3, PS3.7 9.1.2, 9.3.2.3).
+
+One pending response (FF00) per item, as the backend yields it, carrying exactly the
+requested keys (``WorklistQuery.project``) plus Specific Character Set; then Success.
+A C-CANCEL stops the backend stream and ends with Cancel (FE00). Any failure, expected or
+not, ends with a status from the one table (A900/A700/Cxxx), never a dropped association.
+FF01 is never sent: every key of the query is matched or returned.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import cast
+
+from pydicom.dataset import Dataset
+from pynetdicom import evt
+from pynetdicom.association import Association
+from pynetdicom.dimse_messages import C_CANCEL_RQ
+from pynetdicom.dimse_primitives import C_FIND
+
+from gateway.backends.base import Backend
+from gateway.dimse.association import calling_ae
+from gateway.dimse.bridge import BackendStream, Bridge, Cancelled
+from gateway.dimse.charset import CharsetPolicy, apply_charset, decode_dataset
+from gateway.dimse.responses import error_dataset, status_dataset, status_hex
+from gateway.errors import BadQuery
+from gateway.logging import get_logger
+from gateway.model.dicom_json import json_to_dataset
+from gateway.model.query import WorklistQuery
+from gateway.model.status import DimseStatus, Operation
+from gateway.model.types import JsonDataset
+
+log = get_logger("dimse.find")
+
+FindResponse = tuple[int | Dataset, Dataset | None]
+
+_MAX_EARLY_CANCELS = 64
+
+
+@dataclass
+class CancelRegistry:
+    """Routes C-CANCEL-FIND-RQs (seen on the DUL thread) to the C-FIND they cancel.
+
+    pynetdicom only records a C-CANCEL for polling; reacting to EVT_DIMSE_RECV instead
+    lets a cancel interrupt a backend that is still waiting for its next result.
+    """
+
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _streams: dict[tuple[int, int], BackendStream[JsonDataset]] = field(default_factory=dict)
+    _early: set[tuple[int, int]] = field(default_factory=set)
+
+    def on_dimse_recv(self, event: evt.Event) -> None:
+        """EVT_DIMSE_RECV handler (DUL thread): cancel the matching C-FIND's stream."""
+        message = event.message
+        if not isinstance(message, C_CANCEL_RQ):
+            return
+        msg_id = int(message.command_set.MessageIDBeingRespondedTo)
+        key = (id(event.assoc), msg_id)
+        with self._lock:
+            stream = self._streams.get(key)
+            if stream is None and len(self._early) < _MAX_EARLY_CANCELS:
+                self._early.add(key)  # the C-FIND handler has not started yet
+        if stream is not None:
+            stream.cancel()
+
+    def on_closed(self, event: evt.Event) -> None:
+        """EVT_CONN_CLOSE handler: forget what belonged to that association."""
+        owner = id(event.assoc)
+        with self._lock:
+            self._early = {key for key in self._early if key[0] != owner}
+
+    @contextmanager
+    def watch(
+        self, assoc: Association, msg_id: int, stream: BackendStream[JsonDataset]
+    ) -> Iterator[None]:
+        """Let C-CANCELs for ``msg_id`` on ``assoc`` cancel ``stream`` while inside."""
+        key = (id(assoc), msg_id)
+        with self._lock:
+            early = key in self._early
+            self._early.discard(key)
+            self._streams[key] = stream
+        if early:
+            stream.cancel()
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._streams.pop(key, None)
+                self._early.discard(key)
+
+
+@dataclass(frozen=True)
+class FindService:
+    """EVT_C_FIND for the Modality Worklist Information Model - FIND."""
+
+    backend: Backend
+    bridge: Bridge
+    charsets: CharsetPolicy
+    cancels: CancelRegistry
+
+    def handle(self, event: evt.Event) -> Iterator[FindResponse]:
+        """Generator of (status, identifier) pairs, as pynetdicom expects."""
+        assoc = event.assoc
+        peer = calling_ae(assoc)
+        msg_id = int(cast(C_FIND, event.request).MessageID or 0)
+        started = time.monotonic()
+        count = 0
+        stream: BackendStream[JsonDataset] | None = None
+        final: int | Dataset
+        try:
+            with self.bridge.operation():
+                identifier = event.identifier
+                requested = decode_dataset(identifier, BadQuery)
+                query = WorklistQuery.from_identifier(identifier)
+                stream = self.bridge.open_stream(lambda: self.backend.search_worklist(query))
+                with self.cancels.watch(assoc, msg_id, stream):
+                    for item in stream:
+                        response = self._response(query, item, peer, requested)
+                        count += 1
+                        yield int(DimseStatus.PENDING), response
+                        if event.is_cancelled:  # a cancel that raced the last response
+                            raise Cancelled()
+            final = int(DimseStatus.SUCCESS)
+        except Cancelled:
+            final = int(DimseStatus.CANCEL)
+        except Exception as exc:
+            final, failure = error_dataset(exc, Operation.FIND)
+            if failure.status == DimseStatus.UNABLE_TO_PROCESS:
+                log.exception("C-FIND failed unexpectedly", calling_ae=peer)
+            else:
+                log.warning("C-FIND refused", calling_ae=peer, reason=failure.error_comment)
+        finally:
+            if stream is not None:
+                stream.close()
+        status = final if isinstance(final, int) else int(final.Status)
+        log.info(
+            "C-FIND",
+            calling_ae=peer,
+            status=status_hex(status),
+            results=count,
+            duration_ms=round((time.monotonic() - started) * 1000),
+        )
+        yield (final if isinstance(final, Dataset) else status_dataset(DimseStatus(final))), None
+
+    def _response(
+        self, query: WorklistQuery, item: JsonDataset, peer: str, requested: tuple[str, ...]
+    ) -> Dataset:
+        answer = self.charsets.answer(query.project(item), calling_ae=peer, requested=requested)
+        if answer.replaced:
+            log.info(
+                "characters replaced for peer charset", calling_ae=peer, values=answer.replaced
+            )
+        return apply_charset(json_to_dataset(answer.item), answer.charset)

@@ -1,0 +1,112 @@
+"""The per-request error boundary: negotiation, the handler, and a Status Report on failure.
+
+Whatever a handler raises becomes a complete HTTP response and the server keeps serving:
+gateway errors through :func:`gateway.model.status.http_status`, negotiation failures as
+406/415, anything unexpected as 500. Logs carry the transaction, status, MPPS UID and
+counts, never query values or bodies (they hold patient data).
+"""
+
+from __future__ import annotations
+
+import traceback
+from typing import Any
+
+from aiohttp import web
+
+from gateway.errors import GatewayError, InternalError, PayloadTooLarge
+from gateway.model.status import HttpStatus, Operation
+from gateway.model.uids import is_valid_uid
+from gateway.web.context import CONTEXT, Call, ClientGone, Route
+from gateway.web.negotiation import Choice, NegotiationFailure, check_charset, select_media_type
+from gateway.web.responses import StatusReport, report_media_type, report_response
+
+
+def _negotiate(route: Route, request: web.Request) -> Choice | None:
+    """The response type for ``route``; writes fall back to None instead of failing."""
+    if not route.response_types:
+        return None
+    query = request.rel_url.query
+    try:
+        check_charset(request.headers.get("Accept-Charset"), query.getall("charset", []))
+        return select_media_type(
+            request.headers.get("Accept"),
+            query.getall("accept", []),
+            route.response_types,
+            require_accept=route.require_accept,
+        )
+    except (NegotiationFailure, GatewayError):
+        if route.require_accept:
+            raise
+        return None  # a Create/Update is never refused over the type of a Status Report
+
+
+def where(exc: BaseException) -> str:
+    """``file:line in function`` of the innermost frame: loggable without any values."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    if not frames:
+        return "?"
+    last = frames[-1]
+    return f"{last.filename.rsplit('/', 1)[-1]}:{last.lineno} in {last.name}"
+
+
+async def run_route(route: Route, request: web.Request) -> web.StreamResponse:
+    """Run one table row: negotiate, call the handler, turn any failure into a report."""
+    ctx = request.app[CONTEXT]
+    operation = route.operation or Operation.RETRIEVE  # capabilities: a read
+    strict = ctx.settings.strict_status_codes
+    choice: Choice | None = None
+    fields: dict[str, object] = {}
+    report: StatusReport | None = None
+    try:
+        choice = _negotiate(route, request)
+        call = Call(request, ctx, route, choice)
+        fields = call.log_fields
+        response = await route.handler(call)
+    except GatewayError as error:
+        report = StatusReport.from_error(error, operation, strict=strict)
+    except NegotiationFailure as failure:
+        report = StatusReport(failure.status, failure.message, available=failure.available)
+    except web.HTTPRequestEntityTooLarge:
+        too_large = PayloadTooLarge(f"request body exceeds {ctx.web.max_body_bytes} bytes")
+        report = StatusReport.from_error(too_large, operation, strict=strict)
+    except ClientGone:
+        ctx.log.info("client disconnected", transaction=route.transaction.value, **_safe(fields))
+        return web.Response(status=int(HttpStatus.NO_CONTENT))
+    except Exception as exc:  # the boundary: always answer
+        ctx.log.error(
+            "unexpected error",
+            transaction=route.transaction.value,
+            error_type=type(exc).__name__,
+            where=where(exc),
+        )
+        report = StatusReport.from_error(
+            InternalError("unexpected server error"), operation, strict=strict
+        )
+    if report is not None:
+        media = report_media_type(request.headers.get("Accept"), choice)
+        response = report_response(report, media)
+    _log(ctx.log, route, request, response.status, fields)
+    return response
+
+
+def _safe(fields: dict[str, object]) -> dict[str, object]:
+    """Only counts and valid UIDs reach the log."""
+    out: dict[str, object] = {}
+    for key, value in fields.items():
+        valid_uid = key == "uid" and isinstance(value, str) and is_valid_uid(value)
+        if valid_uid or isinstance(value, int):
+            out[key] = value
+    return out
+
+
+def _log(
+    log: Any, route: Route, request: web.Request, status: int, fields: dict[str, object]
+) -> None:
+    log.info(
+        "dicomweb request",
+        transaction=route.transaction.value,
+        form=route.id,
+        method=request.method,
+        status=status,
+        **_safe(fields),
+    )

@@ -1,0 +1,156 @@
+"""The dicomweb backend's pure pieces: the streaming JSON parser and reading origin answers."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from gateway.backends.dicomweb.backend import remaining_results, warning_texts
+from gateway.backends.dicomweb.client import RetryPolicy
+from gateway.backends.dicomweb.jsonstream import JsonArrayParser
+from gateway.backends.dicomweb.outcomes import (
+    UpstreamReport,
+    error_for_status,
+    parse_retry_after,
+    status_report,
+)
+from gateway.errors import ErrorKind
+from gateway.model.status import DimseStatus, Operation, dimse_failure
+
+ITEMS = [{"00100020": {"vr": "LO", "Value": [f"P{n}"]}, "x": 'ü,]}[{"'} for n in range(5)]
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 7, 64, 10_000])
+def test_parser_yields_every_object_whatever_the_chunking(chunk: int) -> None:
+    body = json.dumps(ITEMS, ensure_ascii=False, indent=1).encode()
+    parser = JsonArrayParser()
+    seen = []
+    for start in range(0, len(body), chunk):
+        seen.extend(parser.feed(body[start : start + chunk]))
+    seen.extend(parser.close())
+    assert seen == ITEMS
+
+
+def test_parser_yields_objects_before_the_array_ends() -> None:
+    parser = JsonArrayParser()
+    assert parser.feed(b'[{"a": 1}, {"b"') == [{"a": 1}]
+    assert parser.feed(b": 2}") == [{"b": 2}]
+    assert parser.feed(b"]") == []
+    assert parser.close() == []
+
+
+def test_parser_other_charsets() -> None:
+    parser = JsonArrayParser(charset="iso-8859-1")
+    assert parser.feed('[{"n": "Müller"}]'.encode("latin-1")) == [{"n": "Müller"}]
+    parser.close()
+    with pytest.raises(ValueError, match="charset"):
+        JsonArrayParser(charset="no-such-charset")
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"a": 1}',  # an object, not an array
+        b"[1, 2]",  # not objects
+        b'[{"a": 1} {"b": 2}]',  # missing comma
+        b'[{"a": 1}',  # truncated
+        b'[{"a": }]',  # broken object
+        b"[] []",  # trailing data
+        b'[{"a": "\xff"}]',  # not UTF-8
+        b"",  # nothing at all
+    ],
+)
+def test_parser_rejects_malformed_bodies(body: bytes) -> None:
+    parser = JsonArrayParser()
+    with pytest.raises(ValueError):
+        parser.feed(body)
+        parser.close()
+
+
+def test_parser_limits_one_element() -> None:
+    parser = JsonArrayParser(max_item_chars=100)
+    with pytest.raises(ValueError, match="too large"):
+        parser.feed(b'[{"a": "' + b"x" * 200)
+
+
+def test_empty_array() -> None:
+    parser = JsonArrayParser()
+    assert parser.feed(b" [ ] ") == []
+    assert parser.close() == []
+
+
+# --- Warning headers ---------------------------------------------------------------------
+
+
+def test_warning_texts_and_remaining_results() -> None:
+    headers = [
+        "299 http://ris:8080/dicomweb: There are 17 additional results that can be requested",
+        '299 ris.example "The fuzzymatching parameter is not supported." "Mon, 01 Jan 2025"',
+    ]
+    texts = warning_texts(headers)
+    assert texts == (
+        "There are 17 additional results that can be requested",
+        "The fuzzymatching parameter is not supported.",
+    )
+    assert remaining_results(texts) == 17
+    assert remaining_results(texts[1:]) is None
+
+
+# --- Status Reports ----------------------------------------------------------------------
+
+
+def test_status_report_forms() -> None:
+    assert status_report(b"", "text/plain") == UpstreamReport()
+    assert status_report(b"\n  first line  \nsecond", "text/plain").text == "first line"
+    html = b"<html><head><title>503 Service Unavailable</title></head><body>x</body></html>"
+    assert status_report(html, "text/html").text == "503 Service Unavailable"
+    dicom = [
+        {
+            "00000900": {"vr": "US", "Value": [0x0120]},
+            "00000901": {"vr": "AT", "Value": ["00400241"]},
+            "00000902": {"vr": "LO", "Value": ["missing Performed Station AE Title"]},
+            "00080418": {"vr": "LT", "Value": ["400 Bad Request: long text"]},
+        }
+    ]
+    report = status_report(json.dumps(dicom).encode(), "application/dicom+json")
+    assert report == UpstreamReport(
+        "missing Performed Station AE Title", (0x00400241,), 0x0120, None
+    )
+    plain = {"httpStatus": 409, "dimseStatus": "0110", "errorId": "A710", "detail": "final"}
+    report = status_report(json.dumps(plain).encode(), "application/json")
+    assert report == UpstreamReport("final", (), 0x0110, 0xA710)
+    assert len(status_report(b"x" * 5000, "text/plain").text or "") <= 200
+
+
+def test_error_comment_carries_status_and_report() -> None:
+    error = error_for_status(500, Operation.CREATE, body=b"database is locked")
+    assert error.kind is ErrorKind.UPSTREAM_FAILURE
+    failure = dimse_failure(error, Operation.CREATE)
+    assert failure.status is DimseStatus.PROCESSING_FAILURE
+    assert failure.error_comment == "HTTP 500: database is locked"
+    bare = error_for_status(503, Operation.FIND)
+    assert dimse_failure(bare, Operation.FIND).error_comment == "HTTP 503 Service Unavailable"
+
+
+def test_precise_codes_are_only_taken_from_400_on_mpps() -> None:
+    body = json.dumps({"dimseStatus": "0121", "detail": "empty"}).encode()
+    assert error_for_status(400, Operation.UPDATE, body=body).kind is (
+        ErrorKind.MISSING_ATTRIBUTE_VALUE
+    )
+    assert error_for_status(400, Operation.FIND, body=body).kind is ErrorKind.BAD_QUERY
+    assert error_for_status(500, Operation.UPDATE, body=body).kind is ErrorKind.UPSTREAM_FAILURE
+
+
+def test_retry_after_and_backoff() -> None:
+    assert parse_retry_after("7") == 7
+    assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT") == 0
+    assert parse_retry_after("soon") is None
+    policy = RetryPolicy(attempts=3, base_delay_s=0.1, max_delay_s=1.0)
+    assert [policy.delay(0, None), policy.delay(1, None), policy.delay(2, None)] == [
+        0.1,
+        0.2,
+        None,
+    ]
+    assert policy.delay(0, 1) == 1.0
+    assert policy.delay(0, 30) is None  # a long Retry-After is the caller's to honour
