@@ -52,12 +52,10 @@ async def _open_backends(settings: Settings, stack: AsyncExitStack) -> dict[str,
 
 
 async def _start_web(settings: Settings, backend: Backend, stack: AsyncExitStack) -> int:
-    from gateway.web.app import create_web_app
+    from gateway.web.app import create_web_app, make_runner
 
     app = create_web_app(settings, backend)
-    runner = web.AppRunner(
-        app, handle_signals=False, shutdown_timeout=settings.shutdown_grace_s, access_log=None
-    )
+    runner = make_runner(app, handle_signals=False, shutdown_timeout=settings.shutdown_grace_s)
     await runner.setup()
     stack.push_async_callback(runner.cleanup)
     site = web.TCPSite(runner, settings.web.host, settings.web.port)
@@ -92,7 +90,7 @@ async def run_gateway(
 ) -> None:
     """Run both fronts until ``stop`` is set or SIGTERM/SIGINT arrives."""
     stop = stop or anyio.Event()
-    async with AsyncExitStack() as stack, anyio.create_task_group() as tg:
+    async with AsyncExitStack() as stack:
         portal = await stack.enter_async_context(BlockingPortal())
         backends = await _open_backends(settings, stack)
         running = RunningGateway(backends=backends)
@@ -101,7 +99,6 @@ async def run_gateway(
 
             seeded = await seed_demo(backends[LOCAL_BACKEND])
             log.info("demo worklist seeded", items=seeded)
-        _start_retention(settings, backends, tg)
         if settings.web.enabled:
             running.web_port = await _start_web(settings, backends[settings.web.backend], stack)
             log.info(
@@ -122,12 +119,16 @@ async def run_gateway(
                 ae_title=settings.dimse.ae_title,
                 backend=settings.dimse.backend,
             )
-        tg.start_soon(_watch_signals, stop)
-        if on_ready is not None:
-            on_ready(running)
-        await stop.wait()
-        log.info("shutting down", grace_s=settings.shutdown_grace_s)
-        tg.cancel_scope.cancel()
+        # Background tasks live in their own task group so that cancelling them at shutdown
+        # leaves the exit stack (fronts, backends, portal) to close outside any cancel scope.
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(_watch_signals, stop)
+            _start_retention(settings, backends, tg)
+            if on_ready is not None:
+                on_ready(running)
+            await stop.wait()
+            log.info("shutting down", grace_s=settings.shutdown_grace_s)
+            tg.cancel_scope.cancel()
     log.info("stopped")
 
 

@@ -74,6 +74,15 @@ def check_supported(terms: Charset, error: type[GatewayError]) -> None:
         )
 
 
+def received_dataset(read: Callable[[], Dataset | None], error: type[GatewayError]) -> Dataset:
+    """The request's data set from pynetdicom's lazy decoder, or ``error`` if unreadable."""
+    try:
+        ds = read()
+    except Exception as exc:
+        raise error(f"data set cannot be decoded ({type(exc).__name__})") from exc
+    return Dataset() if ds is None else ds
+
+
 def decode_dataset(ds: Dataset, error: type[GatewayError]) -> Charset:
     """Decode every text value of ``ds`` in place by its Specific Character Set.
 

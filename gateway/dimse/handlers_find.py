@@ -25,7 +25,12 @@ from pynetdicom.dimse_primitives import C_FIND
 from gateway.backends.base import Backend
 from gateway.dimse.association import calling_ae
 from gateway.dimse.bridge import BackendStream, Bridge, Cancelled
-from gateway.dimse.charset import CharsetPolicy, apply_charset, decode_dataset
+from gateway.dimse.charset import (
+    CharsetPolicy,
+    apply_charset,
+    decode_dataset,
+    received_dataset,
+)
 from gateway.dimse.responses import error_dataset, status_dataset, status_hex
 from gateway.errors import BadQuery
 from gateway.logging import get_logger
@@ -113,7 +118,7 @@ class FindService:
         final: int | Dataset
         try:
             with self.bridge.operation():
-                identifier = event.identifier
+                identifier = received_dataset(lambda: event.identifier, BadQuery)
                 requested = decode_dataset(identifier, BadQuery)
                 query = WorklistQuery.from_identifier(identifier)
                 stream = self.bridge.open_stream(lambda: self.backend.search_worklist(query))

@@ -10,6 +10,7 @@ does not hold. An unexpected exception answers 0110; the association always surv
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -27,6 +28,7 @@ from gateway.dimse.charset import (
     apply_charset,
     charset_terms,
     decode_dataset,
+    received_dataset,
 )
 from gateway.dimse.responses import error_dataset, status_dataset, status_hex
 from gateway.errors import GatewayError, InvalidAttributeValue
@@ -49,10 +51,9 @@ def _warning_status(result: MppsResult) -> Dataset:
     return status_dataset(DimseStatus.SUCCESS)
 
 
-def _attributes(ds: Dataset | None) -> JsonDataset:
+def _attributes(read: Callable[[], Dataset | None]) -> JsonDataset:
     """A request's data set as DICOM JSON, decoded by its own Specific Character Set."""
-    if ds is None:
-        return {}
+    ds = received_dataset(read, InvalidAttributeValue)
     decode_dataset(ds, InvalidAttributeValue)
     return dataset_to_json(ds)
 
@@ -73,7 +74,7 @@ class MppsService:
         reply: Dataset | None = None
         try:
             with self.bridge.operation():
-                attributes = _attributes(event.attribute_list)
+                attributes = _attributes(lambda: event.attribute_list)
                 validate_create(uid, attributes)  # precise statuses before any backend work
                 result = self.bridge.call(self.backend.create_mpps, uid, attributes)
             status = _warning_status(result)
@@ -99,7 +100,7 @@ class MppsService:
         try:
             with self.bridge.operation():
                 validate_uid(uid)
-                changes = _attributes(event.modification_list)
+                changes = _attributes(lambda: event.modification_list)
                 result = self.bridge.call(self.backend.update_mpps, uid, changes)
             status = _warning_status(result)
         except Exception as exc:

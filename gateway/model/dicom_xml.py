@@ -31,6 +31,7 @@ from gateway.model.dicom_json import (
     BINARY_VRS,
     BULK_DATA_VRS,
     DECIMAL_RE,
+    DECIMAL_VRS,
     FLOAT_VRS,
     INT_VRS,
     INTEGER_RE,

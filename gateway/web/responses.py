@@ -116,8 +116,9 @@ class StatusReport:
         if detail and detail[-1] not in ".!?":
             detail += "."
         parts = [f"{int(self.status)} {self.reason}: {detail}"]
-        if self.offending:
-            names = ", ".join(_describe_tag(t) for t in self.offending)
+        named = [t for t in self.offending if not _named_in(t, detail)]
+        if named:
+            names = ", ".join(_describe_tag(t) for t in named)
             parts.append(f"Offending attributes: {names}.")
         if self.available:
             parts.append(f"Supported: {', '.join(self.available)}.")
@@ -150,6 +151,13 @@ class StatusReport:
             obj["offendingElements"] = [tag_key(t) for t in self.offending]
         obj["detail"] = self.text()
         return obj
+
+
+def _named_in(tag: int, text: str) -> bool:
+    """True when ``text`` already names ``tag`` (by keyword, 8-hex or (gggg,eeee))."""
+    keyword = keyword_for_tag(tag)
+    forms = [tag_key(tag), f"({tag >> 16:04X},{tag & 0xFFFF:04X})"] + ([keyword] if keyword else [])
+    return any(form in text for form in forms)
 
 
 def _describe_tag(tag: int) -> str:

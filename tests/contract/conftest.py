@@ -9,10 +9,9 @@ where the backend can, to delete an MPPS. Add a new backend by adding its factor
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import AsyncContextManager
 
 import pytest
 
@@ -44,7 +43,7 @@ async def _local(tmp_path: Path) -> AsyncIterator[Harness]:
         await backend.aclose()
 
 
-_FACTORIES: dict[str, Callable[[Path], AsyncContextManager[Harness]]] = {"local": _local}
+_FACTORIES: dict[str, Callable[[Path], AbstractAsyncContextManager[Harness]]] = {"local": _local}
 
 
 @pytest.fixture(params=sorted(_FACTORIES))

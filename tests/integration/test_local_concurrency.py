@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import anyio
+import anyio.lowlevel
 import pytest
 
 from gateway.backends.local import LocalBackend
@@ -60,7 +61,7 @@ async def test_readers_see_only_whole_transactions(tmp_path: Path) -> None:
             async for _ in server.search_worklist(query((STATION, f"W{writer}"))):
                 count += 1
             seen[writer, reader].append(count)
-            await anyio.sleep(0)
+            await anyio.lowlevel.checkpoint()
 
     try:
         with anyio.fail_after(120):

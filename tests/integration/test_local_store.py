@@ -11,7 +11,7 @@ import pytest
 
 from gateway.backends.local import LocalBackend
 from gateway.backends.local.demo import seed_demo
-from gateway.backends.local.retention import run_retention
+from gateway.backends.local.retention import PurgeReport, run_retention
 from gateway.backends.local.search import plan_search
 from gateway.errors import ErrorKind, GatewayError
 from gateway.model.types import JsonDataset
@@ -147,10 +147,11 @@ async def test_early_close_leaves_no_read_snapshot(local_backend: LocalBackend) 
     )
     results = local_backend.search_worklist(query((STATION, "BULK")))
     await anext(results)
-    with sqlite3.connect(local_backend.path) as conn:
+    # TRUNCATE needs every reader gone; timeout=0: report "busy" at once, do not wait.
+    with sqlite3.connect(local_backend.path, timeout=0) as conn:
         busy_while_open = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
     await results.aclose()
-    with sqlite3.connect(local_backend.path) as conn:
+    with sqlite3.connect(local_backend.path, timeout=0) as conn:
         busy_after = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
     assert (busy_while_open, busy_after) == (1, 0)
 
@@ -236,18 +237,33 @@ async def test_run_retention_purges_periodically(tmp_path: Path) -> None:
     keep = RetentionSettings(sps_days=1, mpps_days=0, interval_s=0.01)
     settings = StoreSettings(path=tmp_path / "p.sqlite3", retention=keep)
     backend = await LocalBackend.open(settings)
+    purge = backend.purge
+    send, rounds = anyio.create_memory_object_stream[PurgeReport](100)
+
+    async def observed(now: datetime, **periods: int | None) -> PurgeReport:
+        report = await purge(now, **periods)
+        await send.send(report)
+        return report
+
+    backend.purge = observed  # type: ignore[method-assign]
     try:
         async with anyio.create_task_group() as tg:
-            tg.start_soon(run_retention, backend, settings)
             for round_ in range(3):
                 await backend.upsert_worklist_items(
                     [item(round_, "Old^Step", sps_item(f"S{round_}", "CT01", "CT", "20000101"))]
                 )
+                if round_ == 0:
+                    tg.start_soon(run_retention, backend, settings)
+                deleted = 0
                 with anyio.fail_after(10):
-                    while await backend.count_worklist_items():
-                        await anyio.sleep(0.01)
+                    while not deleted:  # rounds keep coming; one of them takes the step
+                        deleted = (await rounds.receive()).sps_deleted
+                assert deleted == 1
+                assert await backend.count_worklist_items() == 0
             tg.cancel_scope.cancel()
     finally:
+        send.close()
+        rounds.close()
         await backend.aclose()
 
 

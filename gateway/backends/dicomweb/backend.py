@@ -41,6 +41,8 @@ MWL_RESOURCE = "modality-scheduled-procedure-steps"
 MPPS_RESOURCE = "modality-performed-procedure-steps"
 PAGING_PARAMS = frozenset({"offset", "limit"})
 
+MAX_SEQUENCE_DEPTH = 16
+_HEX_KEY_RE = re.compile(r"[0-9A-F]{8}")
 _REMAINING_RE = re.compile(r"There are (\d+) additional results")
 _WARNING_RE = re.compile(r"^\s*\d{3}\s+\S+\s+(.*)$", re.DOTALL)
 
@@ -171,7 +173,7 @@ class DicomwebBackend:
             body = body[0]
         if not isinstance(body, dict):
             raise bad_response("Retrieve did not return one dataset")
-        return MppsResult(dataset=select_attributes(_checked(body), tags), warnings=warnings)
+        return MppsResult(dataset=select_attributes(_validated(body), tags), warnings=warnings)
 
     async def _explain_conflict(self, uid: str, error: IncompatibleUpdate) -> GatewayError:
         try:
@@ -234,10 +236,46 @@ def remaining_results(texts: Iterable[str]) -> int | None:
 
 
 def _checked(item: Any) -> JsonDataset:
-    """A result the origin sent, shape-checked: its garbage is the upstream's fault."""
-    try:
-        validate_json_dataset(item)
-    except (InvalidPayload, PayloadTooLarge) as exc:
-        raise bad_response(f"invalid DICOM JSON ({exc.message})") from None
+    """A result the origin sent, checked for the DICOM JSON shape: its garbage is its fault.
+
+    Only the structure is checked here (8-hex keys, attribute objects with a VR, lists of
+    values, sequence items as objects), which is cheap enough for every result; the fronts'
+    conversions check values of the attributes they actually send on.
+    """
+    problem = _shape_problem(item, 0)
+    if problem:
+        raise bad_response(f"invalid DICOM JSON ({problem})")
     result: JsonDataset = item
     return result
+
+
+def _validated(dataset: Any) -> JsonDataset:
+    """One dataset fully checked (a Retrieve answer is small enough for every value)."""
+    try:
+        validate_json_dataset(dataset)
+    except (InvalidPayload, PayloadTooLarge) as exc:
+        raise bad_response(f"invalid DICOM JSON ({exc.message})") from None
+    result: JsonDataset = dataset
+    return result
+
+
+def _shape_problem(item: Any, depth: int) -> str | None:
+    if not isinstance(item, dict):
+        return "a dataset is not a JSON object"
+    if depth > MAX_SEQUENCE_DEPTH:
+        return "sequences nested too deeply"
+    for key, attr in item.items():
+        if len(key) != 8 or not _HEX_KEY_RE.fullmatch(key):
+            return "a key is not 8 upper-case hex digits"
+        if not isinstance(attr, dict) or not isinstance(attr.get("vr"), str):
+            return f"attribute {key} has no VR"
+        values = attr.get("Value")
+        if values is None:
+            continue
+        if not isinstance(values, list):
+            return f"attribute {key}: Value is not an array"
+        if attr["vr"] == "SQ":
+            for value in values:
+                if (problem := _shape_problem(value, depth + 1)) is not None:
+                    return problem
+    return None

@@ -97,15 +97,23 @@ def person_name_alphabetic(value: Any) -> str:
     return ""
 
 
-def name_search_key(text: str) -> str:
-    """Fold a name for narrowing: no case, no accents, no padding.
+def fold_name(text: str) -> str:
+    """Fold for narrowing: no case, no accents; never separates what a matcher equates.
 
-    Deliberately looser than any matcher option (case-sensitive or not), so narrowing on it
-    can only keep extra rows, never drop a true match.
+    Looser than both the literal and the case-insensitive PN matcher (casefold after
+    compatibility decomposition, combining marks dropped), so narrowing on it can only
+    keep extra rows, never drop a true match.
     """
-    decomposed = unicodedata.normalize("NFKD", text)
-    stripped = "".join(c for c in decomposed if not unicodedata.combining(c))
-    return stripped.casefold().strip()
+    # Upper-casing first also joins what re.IGNORECASE equates but casefold keeps apart
+    # (dotless i and I); then Unicode's compatibility caseless form, accents dropped.
+    nfkd = unicodedata.normalize
+    folded = nfkd("NFKD", nfkd("NFKD", text).upper().casefold())
+    return "".join(c for c in folded if not unicodedata.combining(c))
+
+
+def name_search_key(alphabetic: str) -> str:
+    """The stored name in the matcher's canonical form (padding, trailing ``^`` cut), folded."""
+    return fold_name(alphabetic.strip(" ").rstrip("^"))
 
 
 def normalise_time(text: str) -> str | None:

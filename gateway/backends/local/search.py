@@ -6,9 +6,9 @@ match (a superset is fine, a dropped match is a bug):
 
 * exact values (no ``*``/``?``/``"``, one value) of AE/CS/LO/SH keys -> equality, or a
   prefix range for a value with a literal head before its first wildcard;
-* Patient's Name -> a prefix range over a folded key (no case, no accents) cut at the
-  first wildcard or ``^``, so case options, accent folding and trailing-component
-  variants all stay in; skipped for fuzzy matching and for values with ``=`` groups;
+* Patient's Name (Alphabetic group) -> equality or a prefix range over a folded key (no
+  case, no accents) of the matcher's canonical form, plus the padded-component case, so
+  literal and case-insensitive matching both keep every match; skipped when fuzzy;
 * SPS Start Date single value or range -> a prefix range of ``start_dt`` (time is left to
   the matcher: combined date-time ranges and TM precision are its business);
 * Study Instance UID list -> ``IN``.
@@ -22,7 +22,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from gateway.backends.local.items import name_search_key
+from gateway.backends.local.items import fold_name
 from gateway.model.query import QueryKey, WorklistQuery
 from gateway.model.types import TagPath
 
@@ -99,13 +99,33 @@ def _string_condition(key: QueryKey, column: str, where: list[str], params: list
 
 
 def _name_condition(key: QueryKey, fuzzy: bool, where: list[str], params: list[str]) -> None:
+    """Patient's Name: mirror the matcher's canonical form, then a folded prefix.
+
+    Only the Alphabetic group is used (other groups only add constraints). A stored name
+    matches a wildcard key with literal head H when it starts with H or, because the
+    matcher pads missing components with ``^``, when it is H without its trailing ``^``.
+    """
     value = _single(key)
-    if fuzzy or value is None or any(c in value for c in '"\\='):
+    if fuzzy or value is None or '"' in value or "\\" in value:
         return
-    head = re.split(r"[*?^]", value, maxsplit=1)[0]
-    folded = name_search_key(head)
-    if folded:
-        _prefix_range("s.name_key", folded, where, params)
+    group = value.split("=", 1)[0].strip(" ").rstrip("^")
+    if group in ("", "*"):
+        return
+    head = _WILDCARD.split(group, maxsplit=1)[0]
+    if head == group:
+        where.append("s.name_key = ?")
+        params.append(fold_name(group))
+        return
+    folded = fold_name(head)
+    if not folded:
+        return
+    terms: list[str] = []
+    _prefix_range("s.name_key", folded, terms, params)
+    condition = " AND ".join(terms)
+    if head.endswith("^"):
+        condition = f"({condition}) OR s.name_key = ?"
+        params.append(fold_name(head.rstrip("^")))
+    where.append(f"({condition})")
 
 
 def _date_bounds(key: QueryKey) -> tuple[str | None, str | None] | None:

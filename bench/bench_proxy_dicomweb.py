@@ -1,0 +1,230 @@
+"""Benchmark proxy direction DIMSE -> DICOMweb: a 50-result C-FIND through A->B vs B directly.
+
+Starts two real gateway processes on loopback: B (local store with 50 scheduled steps,
+DIMSE and DICOMweb fronts) and A (DIMSE front -> ``dicomweb`` backend -> B's DICOMweb
+front). One pynetdicom SCU keeps one association to each and sends the same worklist query
+(universal matching, 50 results with the usual modality keys) alternately to B and to A,
+200 times each after a warm-up, measuring each query from request to final status.
+
+Prints per-query p50/p99 for both paths, their ratio and the time A adds at p50
+(target: ratio <= 1.3 and <= 5 ms added per hop at p50).
+
+Run from the repository root:  python bench/bench_proxy_dicomweb.py [--queries 200]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from pydicom.dataset import Dataset  # noqa: E402
+from pynetdicom import AE  # noqa: E402
+from pynetdicom.association import Association  # noqa: E402
+from pynetdicom.sop_class import ModalityWorklistInformationFind  # type: ignore[attr-defined]  # noqa: E402
+
+from tests.gateway_process import GatewayProcess, start_gateway  # noqa: E402
+
+ITEMS = 50
+WARMUP = 20
+
+
+def worklist_item(n: int) -> dict[str, Any]:
+    """One scheduled procedure step, shaped like DCMTK's example worklist entries."""
+
+    def v(vr: str, *values: Any) -> dict[str, Any]:
+        return {"vr": vr, "Value": list(values)}
+
+    return {
+        "00080005": v("CS", "ISO_IR 192"),
+        "00080050": v("SH", f"ACC{n:05d}"),
+        "00100010": v("PN", {"Alphabetic": f"BENCH^PATIENT^{n}"}),
+        "00100020": v("LO", f"PID{n:05d}"),
+        "00100030": v("DA", "19700101"),
+        "00100040": v("CS", "O"),
+        "0020000D": v("UI", f"1.2.826.0.1.3680043.8.498.9.{n + 1}"),
+        "00321032": v("PN", {"Alphabetic": "SMITH"}),
+        "00321060": v("LO", f"EXAM {n}"),
+        "00400100": v(
+            "SQ",
+            {
+                "00080060": v("CS", "CT"),
+                "00400001": v("AE", "CT01"),
+                "00400002": v("DA", "20250101"),
+                "00400003": v("TM", f"{8 + n // 10:02d}{n % 60:02d}00"),
+                "00400006": v("PN", {"Alphabetic": "JOHNSON"}),
+                "00400007": v("LO", f"STEP {n}"),
+                "00400009": v("SH", f"SPS{n:05d}"),
+                "00400010": v("SH", "STATION1"),
+                "00400011": v("SH", "ROOM 1"),
+            },
+        ),
+        "00401001": v("SH", f"RP{n:05d}"),
+        "00401003": v("SH", "LOW"),
+    }
+
+
+def query() -> Dataset:
+    """What a CT modality typically asks for: patient, order and step keys."""
+    ds = Dataset()
+    for keyword in (
+        "PatientName",
+        "PatientID",
+        "PatientBirthDate",
+        "PatientSex",
+        "AccessionNumber",
+        "StudyInstanceUID",
+        "RequestedProcedureID",
+        "RequestedProcedureDescription",
+    ):
+        setattr(ds, keyword, "")
+    step = Dataset()
+    step.Modality = "CT"
+    for keyword in (
+        "ScheduledStationAETitle",
+        "ScheduledProcedureStepStartDate",
+        "ScheduledProcedureStepStartTime",
+        "ScheduledProcedureStepDescription",
+        "ScheduledProcedureStepID",
+    ):
+        setattr(step, keyword, "")
+    ds.ScheduledProcedureStepSequence = [step]
+    return ds
+
+
+def start_b(workdir: Path) -> GatewayProcess:
+    config = f"""
+log_format = "json"
+[dimse]
+host = "127.0.0.1"
+port = 0
+ae_title = "GW_B"
+[web]
+host = "127.0.0.1"
+port = 0
+[store]
+path = "{workdir / "store.sqlite3"}"
+"""
+    (workdir / "gateway.toml").write_text(config)
+    items = workdir / "worklist.json"
+    items.write_text(json.dumps([worklist_item(n) for n in range(ITEMS)]))
+    subprocess.run(
+        [
+            *(sys.executable, "-m", "gateway", "--config", str(workdir / "gateway.toml")),
+            *("worklist", "import", str(items)),
+        ],
+        cwd=workdir,
+        check=True,
+        capture_output=True,
+    )
+    return start_gateway(config, workdir)
+
+
+def start_a(workdir: Path, b_web_port: int) -> GatewayProcess:
+    config = f"""
+log_format = "json"
+[dimse]
+host = "127.0.0.1"
+port = 0
+ae_title = "GW_A"
+backend = "b"
+[web]
+enabled = false
+[store]
+path = "{workdir / "unused.sqlite3"}"
+[backends.b]
+type = "dicomweb"
+url = "http://127.0.0.1:{b_web_port}/dicomweb"
+"""
+    return start_gateway(config, workdir)
+
+
+def associate(port: int, called: str) -> Association:
+    ae = AE(ae_title="BENCH_SCU")
+    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 30
+    ae.add_requested_context(ModalityWorklistInformationFind)
+    assoc = ae.associate("127.0.0.1", port, ae_title=called)
+    if not assoc.is_established:
+        raise SystemExit(f"cannot associate with {called} on port {port}")
+    return assoc
+
+
+def timed_find(assoc: Association, identifier: Dataset) -> float:
+    """Seconds from C-FIND-RQ to the final response; checks the 50 results arrived."""
+    started = time.perf_counter()
+    count = 0
+    final = None
+    for status, _ in assoc.send_c_find(identifier, ModalityWorklistInformationFind):
+        if status.Status == 0xFF00:
+            count += 1
+        else:
+            final = int(status.Status)
+    elapsed = time.perf_counter() - started
+    if final != 0 or count != ITEMS:
+        raise SystemExit(f"unexpected answer: status {final}, {count} results")
+    return elapsed
+
+
+def percentile(samples: list[float], pct: float) -> float:
+    ordered = sorted(samples)
+    index = min(len(ordered) - 1, max(0, round(pct / 100 * len(ordered) + 0.5) - 1))
+    return ordered[index]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--queries", type=int, default=200, help="queries per path")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        (root / "b").mkdir()
+        (root / "a").mkdir()
+        gateway_b = start_b(root / "b")
+        gateway_a = start_a(root / "a", gateway_b.web_port)
+        try:
+            direct = associate(gateway_b.dimse_port, "GW_B")
+            proxied = associate(gateway_a.dimse_port, "GW_A")
+            identifier = query()
+            for _ in range(WARMUP):
+                timed_find(direct, identifier)
+                timed_find(proxied, identifier)
+            samples: dict[str, list[float]] = {"B direct": [], "A -> B": []}
+            for _ in range(args.queries):  # alternate, so drift hits both paths alike
+                samples["B direct"].append(timed_find(direct, identifier))
+                samples["A -> B"].append(timed_find(proxied, identifier))
+            direct.release()
+            proxied.release()
+        finally:
+            gateway_a.stop()
+            gateway_b.stop()
+    report(samples, args.queries)
+    return 0
+
+
+def report(samples: dict[str, list[float]], queries: int) -> None:
+    ms = {name: [s * 1000 for s in values] for name, values in samples.items()}
+    print(f"\n{ITEMS}-result MWL C-FIND, {queries} queries per path, persistent association\n")
+    print(f"| {'path':<10} | {'p50 ms':>8} | {'p99 ms':>8} | {'mean ms':>8} |")
+    print(f"|{'-' * 12}|{'-' * 10}|{'-' * 10}|{'-' * 10}|")
+    for name, values in ms.items():
+        print(
+            f"| {name:<10} | {percentile(values, 50):8.2f} | {percentile(values, 99):8.2f}"
+            f" | {statistics.fmean(values):8.2f} |"
+        )
+    b50, a50 = percentile(ms["B direct"], 50), percentile(ms["A -> B"], 50)
+    b99, a99 = percentile(ms["B direct"], 99), percentile(ms["A -> B"], 99)
+    print(f"\nratio A->B / B at p50: {a50 / b50:.2f}   at p99: {a99 / b99:.2f}")
+    print(f"added by the hop at p50: {a50 - b50:.2f} ms   (target: ratio <= 1.3, <= 5 ms)")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
