@@ -11,7 +11,7 @@ from typing import Any
 import anyio
 
 from gateway.backends.local import LocalBackend
-from gateway.errors import GatewayError
+from gateway.errors import ConfigError, GatewayError
 from gateway.settings import Settings
 
 EXIT_OK = 0
@@ -57,4 +57,7 @@ def run_with_store(args: argparse.Namespace, work: Callable[[LocalBackend], Awai
     except GatewayError as exc:
         error(str(exc))
         return EXIT_FAILED
+    except ConfigError as exc:
+        error(f"configuration: {exc}")
+        return EXIT_USAGE
     return int(result)

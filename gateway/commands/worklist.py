@@ -99,8 +99,8 @@ def _import(args: argparse.Namespace) -> int:
 
     async def work(backend: LocalBackend) -> int:
         with tqdm(
-            unit=" steps",
-            desc="importing",
+            unit=" items",
+            desc="reading",
             file=sys.stderr,
             disable=not sys.stderr.isatty(),
             delay=0.5,

@@ -22,10 +22,9 @@ from __future__ import annotations
 import collections
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
-from contextlib import contextmanager
 from typing import Any, Generic, TypeVar, cast
 
 import anyio
@@ -37,6 +36,9 @@ from gateway.logging import get_logger
 
 T = TypeVar("T")
 log = get_logger("dimse.bridge")
+
+OperationKey = tuple[int, int]
+"""(id of the association, Message ID of the request): one DIMSE operation in flight."""
 
 STREAM_BUFFER = 64
 """Results a search may run ahead of the SCU; also the most taken per portal call."""
@@ -82,29 +84,39 @@ class Bridge:
         self.timeout_s = timeout_s
         self._cond = threading.Condition()
         self._calls: set[_Call] = set()
-        self._operations = 0
+        self._operations: set[OperationKey] = set()
         self._draining = False
 
     # --- operations (for draining) -------------------------------------------------
 
-    @contextmanager
-    def operation(self) -> Iterator[None]:
-        """Count one DIMSE operation in flight; refuse it with ``Busy`` once draining."""
+    def begin(self, key: OperationKey) -> None:
+        """Count one DIMSE operation in flight; refuse it with ``Busy`` once draining.
+
+        The operation counts until :meth:`end` is called for ``key``, which the front
+        does once the final response has been handed to pynetdicom, so that a stop
+        never aborts an association before the answer to a finished operation is out.
+        """
         with self._cond:
             if self._draining:
                 raise Busy("the gateway is shutting down")
-            self._operations += 1
-        try:
-            yield
-        finally:
-            with self._cond:
-                self._operations -= 1
-                self._cond.notify_all()
+            self._operations.add(key)
+
+    def end(self, key: OperationKey) -> None:
+        """The operation ``key`` has answered (idempotent)."""
+        with self._cond:
+            self._operations.discard(key)
+            self._cond.notify_all()
+
+    def end_association(self, owner: int) -> None:
+        """The association ``owner`` is gone: none of its operations can answer any more."""
+        with self._cond:
+            self._operations = {key for key in self._operations if key[0] != owner}
+            self._cond.notify_all()
 
     @property
     def operations_in_flight(self) -> int:
         with self._cond:
-            return self._operations
+            return len(self._operations)
 
     def drain(self, grace_s: float) -> bool:
         """Refuse new operations and wait up to ``grace_s`` for those in flight.

@@ -22,7 +22,7 @@ from pydicom.charset import STAND_ALONE_ENCODINGS, custom_encoders, python_encod
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 
-from gateway.errors import GatewayError
+from gateway.errors import BadQuery, ConfigError, GatewayError
 from gateway.model.types import JsonDataset, tag_key
 from gateway.settings import PeerSettings
 
@@ -72,6 +72,19 @@ def check_supported(terms: Charset, error: type[GatewayError]) -> None:
             "Specific Character Set combines a stand-alone character set with others",
             offending=(SPECIFIC_CHARACTER_SET,),
         )
+
+
+def check_peer_charsets(peers: Mapping[str, PeerSettings]) -> None:
+    """Raise :class:`ConfigError` for a ``[dimse.peers.<AE>] charset`` we cannot encode."""
+    for ae, peer in peers.items():
+        if peer.charset is None:
+            continue
+        key = f"dimse.peers.{ae}.charset"
+        terms = charset_terms(peer.charset)
+        try:
+            check_supported(terms, BadQuery)
+        except BadQuery as exc:
+            raise ConfigError(key, exc.message) from None
 
 
 def received_dataset(read: Callable[[], Dataset | None], error: type[GatewayError]) -> Dataset:

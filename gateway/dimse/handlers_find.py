@@ -31,8 +31,8 @@ from gateway.dimse.charset import (
     decode_dataset,
     received_dataset,
 )
-from gateway.dimse.responses import error_dataset, status_dataset, status_hex
-from gateway.errors import BadQuery
+from gateway.dimse.responses import error_dataset, status_dataset, status_hex, unexpected
+from gateway.errors import BadQuery, Busy, GatewayError, UpstreamBadResponse
 from gateway.logging import get_logger
 from gateway.model.dicom_json import json_to_dataset
 from gateway.model.query import WorklistQuery
@@ -108,55 +108,82 @@ class FindService:
     cancels: CancelRegistry
 
     def handle(self, event: evt.Event) -> Iterator[FindResponse]:
-        """Generator of (status, identifier) pairs, as pynetdicom expects."""
+        """Generator of (status, identifier) pairs, as pynetdicom expects.
+
+        The operation counts as in flight until pynetdicom has taken the final status
+        and dropped this generator, so a graceful stop never cuts that answer off.
+        """
+        msg_id = int(cast(C_FIND, event.request).MessageID or 0)
+        key = (id(event.assoc), msg_id)
+        try:
+            self.bridge.begin(key)
+        except Busy as exc:
+            refused = self._failure(exc, calling_ae(event.assoc))
+            log.info(
+                "C-FIND",
+                calling_ae=calling_ae(event.assoc),
+                status=status_hex(int(refused.Status)),
+                reason=refused.ErrorComment,
+            )
+            yield refused, None
+            return
+        try:
+            yield from self._find(event, msg_id)
+        finally:
+            self.bridge.end(key)
+
+    def _find(self, event: evt.Event, msg_id: int) -> Iterator[FindResponse]:
         assoc = event.assoc
         peer = calling_ae(assoc)
-        msg_id = int(cast(C_FIND, event.request).MessageID or 0)
         started = time.monotonic()
-        count = 0
+        count = replaced = 0
         stream: BackendStream[JsonDataset] | None = None
-        final: int | Dataset
+        final: Dataset
         try:
-            with self.bridge.operation():
-                identifier = received_dataset(lambda: event.identifier, BadQuery)
-                requested = decode_dataset(identifier, BadQuery)
-                query = WorklistQuery.from_identifier(identifier)
-                stream = self.bridge.open_stream(lambda: self.backend.search_worklist(query))
-                with self.cancels.watch(assoc, msg_id, stream):
-                    for item in stream:
-                        response = self._response(query, item, peer, requested)
-                        count += 1
-                        yield int(DimseStatus.PENDING), response
-                        if event.is_cancelled:  # a cancel that raced the last response
-                            raise Cancelled()
-            final = int(DimseStatus.SUCCESS)
+            identifier = received_dataset(lambda: event.identifier, BadQuery)
+            requested = decode_dataset(identifier, BadQuery)
+            query = WorklistQuery.from_identifier(identifier)
+            stream = self.bridge.open_stream(lambda: self.backend.search_worklist(query))
+            with self.cancels.watch(assoc, msg_id, stream):
+                for item in stream:
+                    response, lossy = self._response(query, item, peer, requested)
+                    count += 1
+                    replaced += lossy
+                    yield int(DimseStatus.PENDING), response
+                    if event.is_cancelled:  # a cancel that raced the last response
+                        raise Cancelled()
+            final = status_dataset(DimseStatus.SUCCESS)
         except Cancelled:
-            final = int(DimseStatus.CANCEL)
+            final = status_dataset(DimseStatus.CANCEL)
         except Exception as exc:
-            final, failure = error_dataset(exc, Operation.FIND)
-            if failure.status == DimseStatus.UNABLE_TO_PROCESS:
-                log.exception("C-FIND failed unexpectedly", calling_ae=peer)
-            else:
-                log.warning("C-FIND refused", calling_ae=peer, reason=failure.error_comment)
+            final = self._failure(exc, peer)
         finally:
             if stream is not None:
-                stream.close()
-        status = final if isinstance(final, int) else int(final.Status)
+                stream.close()  # the backend's generator is closed before the final status
         log.info(
             "C-FIND",
             calling_ae=peer,
-            status=status_hex(status),
+            status=status_hex(int(final.Status)),
             results=count,
             duration_ms=round((time.monotonic() - started) * 1000),
+            **({"reason": final.ErrorComment} if "ErrorComment" in final else {}),
+            **({"replaced_values": replaced} if replaced else {}),
         )
-        yield (final if isinstance(final, Dataset) else status_dataset(DimseStatus(final))), None
+        yield final, None
+
+    @staticmethod
+    def _failure(exc: Exception, peer: str) -> Dataset:
+        final, _ = error_dataset(exc, Operation.FIND)
+        if not isinstance(exc, GatewayError):
+            log.error("C-FIND failed unexpectedly", calling_ae=peer, **unexpected(exc))
+        return final
 
     def _response(
         self, query: WorklistQuery, item: JsonDataset, peer: str, requested: tuple[str, ...]
-    ) -> Dataset:
-        answer = self.charsets.answer(query.project(item), calling_ae=peer, requested=requested)
-        if answer.replaced:
-            log.info(
-                "characters replaced for peer charset", calling_ae=peer, values=answer.replaced
-            )
-        return apply_charset(json_to_dataset(answer.item), answer.charset)
+    ) -> tuple[Dataset, int]:
+        """One pending identifier, and how many values lost characters to a peer charset."""
+        try:
+            answer = self.charsets.answer(query.project(item), calling_ae=peer, requested=requested)
+            return apply_charset(json_to_dataset(answer.item), answer.charset), answer.replaced
+        except GatewayError as exc:  # the backend's item, not the request, is at fault
+            raise UpstreamBadResponse(f"a result cannot be encoded: {exc.message}") from exc

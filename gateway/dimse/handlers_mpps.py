@@ -16,11 +16,12 @@ from typing import Any, cast
 
 from pydicom.dataset import Dataset
 from pynetdicom import evt
+from pynetdicom.dimse_messages import N_CREATE_RSP, N_GET_RSP, N_SET_RSP
 from pynetdicom.dimse_primitives import N_CREATE, N_GET, N_SET
 
 from gateway.backends.base import Backend, MppsResult
 from gateway.dimse.association import calling_ae
-from gateway.dimse.bridge import Bridge
+from gateway.dimse.bridge import Bridge, OperationKey
 from gateway.dimse.charset import (
     SPECIFIC_CHARACTER_SET,
     SPECIFIC_CHARACTER_SET_KEY,
@@ -30,7 +31,7 @@ from gateway.dimse.charset import (
     decode_dataset,
     received_dataset,
 )
-from gateway.dimse.responses import error_dataset, status_dataset, status_hex
+from gateway.dimse.responses import error_dataset, status_dataset, status_hex, unexpected
 from gateway.errors import GatewayError, InvalidAttributeValue
 from gateway.logging import get_logger
 from gateway.model.dicom_json import dataset_to_json, json_to_dataset
@@ -58,6 +59,14 @@ def _attributes(read: Callable[[], Dataset | None]) -> JsonDataset:
     return dataset_to_json(ds)
 
 
+_RESPONSES = (N_CREATE_RSP, N_SET_RSP, N_GET_RSP)
+
+
+def operation_key(event: evt.Event) -> OperationKey:
+    """The in-flight key of the N-* request ``event`` handles."""
+    return (id(event.assoc), int(cast(N_CREATE | N_SET | N_GET, event.request).MessageID or 0))
+
+
 @dataclass(frozen=True)
 class MppsService:
     """EVT_N_CREATE, EVT_N_SET and EVT_N_GET handlers over one backend."""
@@ -66,6 +75,17 @@ class MppsService:
     bridge: Bridge
     charsets: CharsetPolicy
 
+    def on_sent(self, event: evt.Event) -> None:
+        """EVT_DIMSE_SENT: an N-* response went to the DUL, the operation has answered.
+
+        Ending the operation here rather than when a handler returns keeps a graceful stop
+        from aborting the association between the handler and pynetdicom's send.
+        """
+        message = event.message
+        if isinstance(message, _RESPONSES):
+            responded_to = int(message.command_set.MessageIDBeingRespondedTo)
+            self.bridge.end((id(event.assoc), responded_to))
+
     def handle_create(self, event: evt.Event) -> NResponse:
         """N-CREATE; a missing Affected SOP Instance UID is generated and returned."""
         started = time.monotonic()
@@ -73,10 +93,10 @@ class MppsService:
         uid = str(requested_uid) if requested_uid else generate_uid()
         reply: Dataset | None = None
         try:
-            with self.bridge.operation():
-                attributes = _attributes(lambda: event.attribute_list)
-                validate_create(uid, attributes)  # precise statuses before any backend work
-                result = self.bridge.call(self.backend.create_mpps, uid, attributes)
+            self.bridge.begin(operation_key(event))
+            attributes = _attributes(lambda: event.attribute_list)
+            validate_create(uid, attributes)  # precise statuses before any backend work
+            result = self.bridge.call(self.backend.create_mpps, uid, attributes)
             status = _warning_status(result)
         except Exception as exc:
             status = self._failure(exc, Operation.CREATE, "N-CREATE", event, uid)
@@ -98,10 +118,10 @@ class MppsService:
         started = time.monotonic()
         uid = str(cast(N_SET, event.request).RequestedSOPInstanceUID or "")
         try:
-            with self.bridge.operation():
-                validate_uid(uid)
-                changes = _attributes(lambda: event.modification_list)
-                result = self.bridge.call(self.backend.update_mpps, uid, changes)
+            self.bridge.begin(operation_key(event))
+            validate_uid(uid)
+            changes = _attributes(lambda: event.modification_list)
+            result = self.bridge.call(self.backend.update_mpps, uid, changes)
             status = _warning_status(result)
         except Exception as exc:
             status = self._failure(exc, Operation.UPDATE, "N-SET", event, uid)
@@ -114,17 +134,17 @@ class MppsService:
         uid = str(cast(N_GET, event.request).RequestedSOPInstanceUID or "")
         reply: Dataset | None = None
         try:
-            with self.bridge.operation():
-                validate_uid(uid)
-                wanted = [int(tag) for tag in event.attribute_identifiers]
-                # (0008,0005) is ours to set; the stored one is needed to choose it.
-                tags = [t for t in wanted if t != SPECIFIC_CHARACTER_SET] if wanted else None
-                backend_tags = None if tags is None else [*tags, SPECIFIC_CHARACTER_SET]
-                result = self.bridge.call(self.backend.retrieve_mpps, uid, backend_tags)
-                stored = result.dataset
-                dataset = select_attributes(stored, tags)
-                missing = missing_requested(stored, tags)
-                reply = self._encode(dataset, stored, calling_ae(event.assoc))
+            self.bridge.begin(operation_key(event))
+            validate_uid(uid)
+            wanted = [int(tag) for tag in event.attribute_identifiers]
+            # (0008,0005) is ours to set; the stored one is needed to choose it.
+            tags = [t for t in wanted if t != SPECIFIC_CHARACTER_SET] if wanted else None
+            backend_tags = None if tags is None else [*tags, SPECIFIC_CHARACTER_SET]
+            result = self.bridge.call(self.backend.retrieve_mpps, uid, backend_tags)
+            stored = result.dataset
+            dataset = select_attributes(stored, tags)
+            missing = missing_requested(stored, tags)
+            reply = self._encode(dataset, stored, calling_ae(event.assoc))
             if missing:
                 status = status_dataset(DimseStatus.ATTRIBUTE_NOT_SUPPORTED_WARNING)
             else:
@@ -150,12 +170,10 @@ class MppsService:
     def _failure(
         self, exc: Exception, operation: Operation, name: str, event: evt.Event, uid: str
     ) -> Dataset:
-        status, failure = error_dataset(exc, operation)
-        details: dict[str, Any] = {"calling_ae": calling_ae(event.assoc), "mpps_uid": uid}
-        if isinstance(exc, GatewayError):
-            log.info(f"{name} refused", reason=failure.error_comment, **details)
-        else:
-            log.exception(f"{name} failed unexpectedly", **details)
+        status, _ = error_dataset(exc, operation)
+        if not isinstance(exc, GatewayError):
+            details = {"calling_ae": calling_ae(event.assoc), "mpps_uid": uid}
+            log.error(f"{name} failed unexpectedly", **details, **unexpected(exc))
         return status
 
     def _log(
@@ -167,6 +185,8 @@ class MppsService:
         started: float,
         **extra: Any,
     ) -> None:
+        if "ErrorComment" in status:
+            extra["reason"] = status.ErrorComment
         log.info(
             name,
             calling_ae=calling_ae(event.assoc),

@@ -10,6 +10,8 @@ gives one, Offending Element (0000,0901) for C-FIND A900/Cxxx, Attribute Identif
 from __future__ import annotations
 
 import enum
+import traceback
+from pathlib import Path
 
 from pydicom.dataset import Dataset
 
@@ -76,6 +78,20 @@ def error_dataset(error: BaseException, operation: Operation) -> tuple[Dataset, 
         error = InternalError(f"unexpected {type(error).__name__}")
     failure = dimse_failure(error, operation)
     return failure_dataset(failure, operation), failure
+
+
+def unexpected(error: BaseException) -> dict[str, str]:
+    """Log fields for a bug: exception type and where it was raised, never its message.
+
+    Messages of library exceptions may quote data set values (patient data); the type
+    and the innermost frame are enough to find the bug.
+    """
+    fields = {"error": type(error).__name__}
+    frames = traceback.extract_tb(error.__traceback__)
+    if frames:
+        last = frames[-1]
+        fields["raised_at"] = f"{Path(last.filename).name}:{last.lineno} in {last.name}"
+    return fields
 
 
 def status_hex(status: int) -> str:

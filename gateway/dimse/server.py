@@ -17,12 +17,13 @@ from typing import Any
 
 from anyio.from_thread import BlockingPortal
 from pynetdicom import AE, evt
+from pynetdicom.association import Association
 from pynetdicom.transport import ThreadedAssociationServer
 
 from gateway.backends.base import Backend
 from gateway.dimse.association import configure_ae, lifecycle_handlers
 from gateway.dimse.bridge import Bridge
-from gateway.dimse.charset import CharsetPolicy
+from gateway.dimse.charset import CharsetPolicy, check_peer_charsets
 from gateway.dimse.handlers_echo import handle_echo
 from gateway.dimse.handlers_find import CancelRegistry, FindService
 from gateway.dimse.handlers_mpps import MppsService
@@ -34,14 +35,19 @@ log = get_logger("dimse.server")
 
 _AFTER_CANCEL_S = 5.0
 """How long handlers get to send their final status once the grace period ran out."""
+_SEND_POLL_S = 0.01
 
 
 class DimseFront:
-    """MWL C-FIND, MPPS N-CREATE/N-SET/N-GET and C-ECHO over one backend."""
+    """MWL C-FIND, MPPS N-CREATE/N-SET/N-GET and C-ECHO over one backend.
+
+    Raises :class:`gateway.errors.ConfigError` for a peer character set it cannot use.
+    """
 
     def __init__(self, settings: Settings, backend: Backend, portal: BlockingPortal) -> None:
         self._settings = settings
         self._dimse = settings.dimse
+        check_peer_charsets(settings.dimse.peers)
         self._bridge = Bridge(portal, settings.dimse.operation_timeout_s)
         charsets = CharsetPolicy(settings.dimse.peers)
         self._cancels = CancelRegistry()
@@ -65,9 +71,15 @@ class DimseFront:
             (evt.EVT_N_SET, self._mpps.handle_set),
             (evt.EVT_N_GET, self._mpps.handle_get),
             (evt.EVT_DIMSE_RECV, self._cancels.on_dimse_recv),
-            (evt.EVT_CONN_CLOSE, self._cancels.on_closed),
+            (evt.EVT_DIMSE_SENT, self._mpps.on_sent),
+            (evt.EVT_CONN_CLOSE, self._on_closed),
             *lifecycle_handlers(),
         ]
+
+    def _on_closed(self, event: evt.Event) -> None:
+        """EVT_CONN_CLOSE: forget the association's cancels and unanswered operations."""
+        self._cancels.on_closed(event)
+        self._bridge.end_association(id(event.assoc))
 
     def start(self) -> int:
         """Bind and start accepting associations; returns the bound port (blocking)."""
@@ -98,9 +110,15 @@ class DimseFront:
     def stop(self, grace_s: float) -> None:
         """Stop accepting, let operations in flight finish within ``grace_s``, then close.
 
-        Operations still running after the grace period have their backend calls
-        cancelled (they answer with a failure status: outcome unknown for writes) and
-        every remaining association is aborted. Blocking; idempotent.
+        1. the listening socket closes (peers now get "connection refused");
+        2. operations in flight run to their final status; new requests on open
+           associations are refused with Busy (A700 / 0213);
+        3. peers get the rest of the grace period to release their associations;
+        4. at the deadline, backend calls still running are cancelled (their operations
+           answer with a failure: outcome unknown for writes) and every remaining
+           association is aborted once its last response has left.
+
+        Blocking (call it from a worker thread); idempotent.
         """
         with self._lock:
             ae, server = self._ae, self._server
@@ -108,23 +126,37 @@ class DimseFront:
         if ae is None or server is None:
             return
         started = time.monotonic()
-        server.shutdown()  # no new associations from here on
-        drained = self._bridge.drain(grace_s)
+        deadline = started + grace_s
+        server.shutdown()
+        drained = self._bridge.drain(max(0.0, deadline - time.monotonic()))
         if not drained:
             cancelled = self._bridge.cancel_all(
-                lambda: UpstreamTimeout("shutdown grace period ended - outcome unknown")
+                lambda: UpstreamTimeout("shutdown grace period ended")
             )
             log.warning("grace period ended", cancelled_calls=cancelled)
             self._bridge.drain(_AFTER_CANCEL_S)
-        associations = ae.active_associations
-        for assoc in associations:
-            assoc.abort()
-        for assoc in associations:
+        for assoc in ae.active_associations:  # peers releasing on their own
+            assoc.join(timeout=max(0.0, deadline - time.monotonic()))
+        leftovers = ae.active_associations
+        for assoc in leftovers:
+            _wait_sent(assoc, _AFTER_CANCEL_S)
+            assoc.abort(block=False)  # A-ABORT goes out after anything still queued
+        for assoc in leftovers:
             assoc.join(timeout=_AFTER_CANCEL_S)
-        ae.shutdown()
+        ae.shutdown()  # kills whatever did not go away
         log.info(
             "DIMSE front stopped",
             drained=drained,
-            aborted_associations=len(associations),
+            aborted_associations=len(leftovers),
             duration_ms=round((time.monotonic() - started) * 1000),
         )
+
+
+def _wait_sent(assoc: Association, timeout_s: float) -> None:
+    """Wait until the association's outgoing PDU queue is empty (bounded).
+
+    pynetdicom has no notification for this; polling only happens during shutdown.
+    """
+    deadline = time.monotonic() + timeout_s
+    while not assoc.dul.to_provider_queue.empty() and time.monotonic() < deadline:
+        time.sleep(_SEND_POLL_S)

@@ -42,8 +42,10 @@ async def seeded(harness: Harness) -> Backend:
     return harness.backend
 
 
+Key = tuple[tuple[int, ...], str | tuple[str, ...]]
+
 # Each case: query keys -> exactly the steps that must come back.
-EXACT_CASES = {
+EXACT_CASES: dict[str, tuple[tuple[Key, ...], set[str]]] = {
     "universal": ((), ALL_STEPS),
     "station": (((STATION, "CT01"),), {"1", "2", "7a"}),
     "station, one of several values": (((STATION, "MR02"),), {"4"}),

@@ -1,4 +1,8 @@
-"""A pynetdicom RIS stand-in: MPPS (N-CREATE/N-SET), MPPS Retrieve (N-GET), MWL C-FIND.
+"""RIS stand-ins for the ``dimse`` backend's tests: a pynetdicom SCP and DCMTK's wlmscpfs.
+
+:class:`FakeRis` is a pynetdicom MPPS (N-CREATE/N-SET), MPPS Retrieve (N-GET) and MWL
+C-FIND SCP. :class:`Wlmscpfs` runs ``/usr/bin/wlmscpfs``; :func:`findscu` queries it
+directly for reference answers.
 
 Plays a well-behaved MPPS SCP by default (0111 for a duplicate, 0112 for an unknown UID,
 0110 + A710 for an update of a final MPPS) and can be told to misbehave, for fault tests:
@@ -8,7 +12,8 @@ Plays a well-behaved MPPS SCP by default (0111 for a duplicate, 0112 for an unkn
 * ``hold(op)`` makes ``op`` wait until :meth:`release` (a RIS slower than the timeout);
 * ``abort_after[op] = n`` aborts the association after ``n`` pending C-FIND responses
   (or at once for N-* operations);
-* ``worklist`` lists the Datasets C-FIND returns (no matching: fault tests only);
+* ``worklist`` lists the Datasets C-FIND returns (no matching: fault tests only), each
+  with ``pending_status``;
 * ``network_timeout_s`` drops idle associations, like a RIS with an idle timeout.
 
 Every request is recorded in :attr:`received` so tests can check what reached the RIS.
@@ -17,11 +22,20 @@ Bound to 127.0.0.1 port 0; :attr:`port` is the real one.
 
 from __future__ import annotations
 
+import copy
+import io
+import socket
+import subprocess
 import threading
+import time
+import warnings
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, evt
 from pynetdicom.events import Event
@@ -32,7 +46,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     Verification,
 )
 
-from gateway.model.status import DimseStatus, ErrorId, MPPS_FINAL_COMMENT
+from gateway.model.status import MPPS_FINAL_COMMENT, DimseStatus, ErrorId
 
 FINAL_STATES = ("COMPLETED", "DISCONTINUED")
 
@@ -63,6 +77,14 @@ def status_dataset(
     return ds
 
 
+@contextmanager
+def quiet_pydicom() -> Iterator[None]:
+    """pydicom's value checks warn on reading test data as it is; a RIS just keeps it."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
+
+
 class FakeRis:
     """The SCP; use as a context manager or call :meth:`start`/:meth:`stop`."""
 
@@ -74,8 +96,10 @@ class FakeRis:
         offer_mpps: bool = True,
         offer_find: bool = True,
         network_timeout_s: float | None = None,
+        require_calling_aet: tuple[str, ...] = (),
     ) -> None:
         self.ae_title = ae_title
+        self.pending_status: int = DimseStatus.PENDING  # FF01 to say "keys not supported"
         self.store: dict[str, Dataset] = {}
         self.received: list[Received] = []
         self.statuses: dict[str, Status] = {}
@@ -87,6 +111,7 @@ class FakeRis:
         self._lock = threading.Lock()
         ae = AE(ae_title=ae_title)
         ae.require_called_aet = True
+        ae.require_calling_aet = list(require_calling_aet)
         ae.maximum_associations = 64
         ae.network_timeout = network_timeout_s
         ae.dimse_timeout = 30
@@ -151,7 +176,9 @@ class FakeRis:
         with self._lock:
             self.associations += 1
 
-    def _record(self, event: Event, op: str, uid: str | None, ds: Dataset | None, **kw: Any) -> None:
+    def _record(
+        self, event: Event, op: str, uid: str | None, ds: Dataset | None, **kw: Any
+    ) -> None:
         with self._lock:
             self.received.append(
                 Received(op, uid, ds, calling_ae=event.assoc.requestor.ae_title, **kw)
@@ -179,7 +206,7 @@ class FakeRis:
         with self._lock:
             if uid in self.store:
                 return DimseStatus.DUPLICATE_SOP_INSTANCE, None
-            self.store[uid] = ds
+            self.store[uid] = copy.deepcopy(ds)  # N-SETs change the copy, not the record
         return DimseStatus.SUCCESS, ds
 
     def _on_set(self, event: Event) -> tuple[Status, Dataset | None]:
@@ -191,7 +218,7 @@ class FakeRis:
             return DimseStatus.PROCESSING_FAILURE, None
         if "set" in self.statuses:
             return self.statuses["set"], None
-        with self._lock:
+        with self._lock, quiet_pydicom():
             stored = self.store.get(uid)
             if stored is None:
                 return DimseStatus.NO_SUCH_SOP_INSTANCE, None
@@ -208,13 +235,19 @@ class FakeRis:
     def _on_get(self, event: Event) -> tuple[Status, Dataset | None]:
         req = event.request
         uid = str(req.RequestedSOPInstanceUID)
-        tags = [int(t) for t in (req.AttributeIdentifierList or [])]
+        listed = req.AttributeIdentifierList
+        if listed is None:
+            tags: list[int] = []
+        elif isinstance(listed, int):  # pynetdicom makes a one-tag list a single tag
+            tags = [int(listed)]
+        else:
+            tags = [int(t) for t in listed]
         self._record(event, "get", uid, None, tags=tags)
         if not self._gate(event, "get"):
             return DimseStatus.PROCESSING_FAILURE, None
         if "get" in self.statuses:
             return self.statuses["get"], None
-        with self._lock:
+        with self._lock, quiet_pydicom():
             stored = self.store.get(uid)
             if stored is None:
                 return DimseStatus.NO_SUCH_SOP_INSTANCE, None
@@ -244,8 +277,143 @@ class FakeRis:
                     self.cancels += 1
                 yield DimseStatus.CANCEL, None
                 return
-            yield DimseStatus.PENDING, item
+            yield self.pending_status, item
         if limit is not None:
             event.assoc.abort()
             return
         yield DimseStatus.SUCCESS, None
+
+
+# --- DCMTK's wlmscpfs as the RIS ----------------------------------------------------------
+
+WLMSCPFS_MATCHING_KEYS = (
+    # The keys wlmscpfs matches on (wlmscpfs(1), "DICOM Conformance"); others it ignores.
+    "StudyDate",
+    "StudyTime",
+    "AccessionNumber",
+    "ReferringPhysicianName",
+    "PatientName",
+    "PatientID",
+    "IssuerOfPatientID",
+    "PatientBirthDate",
+    "PatientSex",
+    "ResponsiblePerson",
+    "ResponsiblePersonRole",
+    "RequestingPhysician",
+    "AdmissionID",
+    "ScheduledProcedureStepSequence.Modality",
+    "ScheduledProcedureStepSequence.ScheduledStationAETitle",
+    "ScheduledProcedureStepSequence.ScheduledProcedureStepStartDate",
+    "ScheduledProcedureStepSequence.ScheduledProcedureStepStartTime",
+    "ScheduledProcedureStepSequence.ScheduledPerformingPhysicianName",
+    "RequestedProcedureID",
+    "RequestedProcedurePriority",
+)
+
+
+def free_port() -> int:
+    """A TCP port that was free a moment ago (for servers that cannot bind port 0)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_listening(port: int, proc: subprocess.Popen[bytes], timeout: float = 15.0) -> None:
+    """Return once something accepts TCP connections on ``port`` (readiness, not a delay)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc.poll() is not None:
+            raise AssertionError(f"server exited with {proc.returncode} before listening")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1.0):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"nothing listens on port {port}") from None
+            time.sleep(0.02)  # poll back-off: a refused connect returns at once
+
+
+class Wlmscpfs:
+    """``/usr/bin/wlmscpfs`` serving ``data_dir`` (``<dir>/<AE title>/*.wl``), logging to a file."""
+
+    def __init__(
+        self,
+        binary: Path,
+        data_dir: Path,
+        log_path: Path,
+        *,
+        args: tuple[str, ...] = (),
+        port: int = 0,
+    ) -> None:
+        self.binary = binary
+        self.data_dir = data_dir
+        self.log_path = log_path
+        self.args = args
+        self.port = port
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._log: Any = None
+
+    def start(self) -> Wlmscpfs:
+        self.port = self.port or free_port()
+        self._log = self.log_path.open("ab")
+        self._proc = subprocess.Popen(
+            [str(self.binary), "-v", *self.args, "-dfp", str(self.data_dir), str(self.port)],
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            cwd=self.data_dir,
+        )
+        wait_listening(self.port, self._proc)
+        return self
+
+    def stop(self) -> None:
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.terminate()
+            try:
+                self._proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait()
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def __enter__(self) -> Wlmscpfs:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def findscu(
+    binary: Path, port: int, query_file: Path, workdir: Path, *, called_ae: str = "OFFIS"
+) -> list[Dataset]:
+    """``findscu -W -X`` straight against the RIS: every response identifier, in order."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    subprocess.run(
+        [str(binary), "-W", "-X", "-aec", called_ae, "127.0.0.1", str(port), str(query_file)],
+        cwd=workdir,
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    return [dcmread(path) for path in sorted(workdir.glob("rsp*.dcm"))]
+
+
+def write_big_worklist(template: Path, target: Path, count: int) -> None:
+    """``count`` copies of one worklist file, each with its own Patient ID / Accession."""
+    target.mkdir(parents=True, exist_ok=True)
+    (target / "lockfile").touch()
+    ds = dcmread(template)
+    ds.PatientID = "PID000000"
+    ds.AccessionNumber = "ACC000000"
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    data = buffer.getvalue()
+    for i in range(count):
+        body = data.replace(b"PID000000", f"PID{i:06d}".encode()).replace(
+            b"ACC000000", f"ACC{i:06d}".encode()
+        )
+        (target / f"item{i:06d}.wl").write_bytes(body)

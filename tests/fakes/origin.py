@@ -14,12 +14,16 @@ import asyncio
 import contextlib
 import json
 import ssl
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from aiohttp import web
 from anyio.from_thread import BlockingPortal, start_blocking_portal
+
+from gateway.backends.base import Backend
+from gateway.backends.dicomweb import DicomwebBackend
+from gateway.settings import DicomwebBackendSettings, settings_from_mapping
 
 Route = Literal["search", "create", "update", "retrieve", "*"]
 Dialect = Literal["standard", "draft"]
@@ -65,6 +69,7 @@ class Recorded:
     query_string: str
     headers: dict[str, str]
     body: bytes
+    peer: tuple[str, int] | None = None  # the client's address: same for a pooled connection
 
 
 class FakeOrigin:
@@ -142,6 +147,7 @@ class FakeOrigin:
             query_string=request.rel_url.raw_query_string,
             headers=dict(request.headers),
             body=await request.read(),
+            peer=request.transport.get_extra_info("peername") if request.transport else None,
         )
         self.requests.append(record)
         self.received.set()
@@ -301,6 +307,29 @@ def wait_event(portal: BlockingPortal, event: asyncio.Event, timeout: float = 10
             raise AssertionError("the origin never saw the expected event") from None
 
     portal.call(waiter)
+
+
+@contextlib.asynccontextmanager
+async def dicomweb_over(backend: Backend, **options: Any) -> AsyncIterator[DicomwebBackend]:
+    """A real ``dicomweb`` backend whose origin is our own DICOMweb front over ``backend``.
+
+    The front (:func:`gateway.web.create_web_app`) runs on loopback port 0; ``options`` are
+    extra :class:`DicomwebBackendSettings` keys (``page_size``, ``mpps_dialect``...). Used
+    to run the backend contract suite through the relay: dicomweb -> web front -> backend.
+    """
+    from gateway.web import create_web_app
+
+    settings = settings_from_mapping({"web": {"host": "127.0.0.1", "port": 0}})
+    runner = web.AppRunner(create_web_app(settings, backend), handle_signals=False)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    url = f"http://127.0.0.1:{runner.addresses[0][1]}{settings.web.base_path}"
+    relay = await DicomwebBackend.open("relay", DicomwebBackendSettings(url=url, **options))
+    try:
+        yield relay
+    finally:
+        await relay.aclose()
+        await runner.cleanup()
 
 
 @contextlib.asynccontextmanager

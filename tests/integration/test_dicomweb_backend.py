@@ -88,8 +88,13 @@ async def test_create_posts_the_dataset_to_the_uid(
     assert request.headers["Content-Type"].startswith("application/dicom+json")
     assert request.headers["Accept"] == "application/dicom+json"
     assert json.loads(request.body) == attributes
-    assert result.dataset == attributes
     assert origin.mpps[MPPS_UID] == attributes
+    # The result is the MPPS as a conformant origin holds it: with its SOP UIDs.
+    assert result.dataset == {
+        **attributes,
+        "00080016": {"vr": "UI", "Value": ["1.2.840.10008.3.1.2.3.3"]},
+        "00080018": {"vr": "UI", "Value": [MPPS_UID]},
+    }
 
 
 async def test_any_2xx_is_success_for_create() -> None:
@@ -106,12 +111,25 @@ async def test_update_posts_with_the_bare_update_flag(
     backend: DicomwebBackend, origin: FakeOrigin
 ) -> None:
     await backend.create_mpps(MPPS_UID, minimal_create())
-    await backend.update_mpps(MPPS_UID, series_update())
+    result = await backend.update_mpps(MPPS_UID, series_update())
 
-    update = origin.requests[-1]
+    update, retrieve = origin.requests[-2:]
     assert (update.method, update.query_string) == ("POST", "update")
     assert update.path.endswith(f"/modality-performed-procedure-steps/{MPPS_UID}")
     assert origin.mpps[MPPS_UID]["00400340"] == series_update()["00400340"]
+    # The result is the whole MPPS as the origin now holds it (one Retrieve of everything).
+    assert (retrieve.method, retrieve.query) == ("GET", [])
+    assert result.dataset == origin.mpps[MPPS_UID]
+
+
+async def test_update_succeeds_when_the_origin_cannot_retrieve(
+    backend: DicomwebBackend, origin: FakeOrigin
+) -> None:
+    await backend.create_mpps(MPPS_UID, minimal_create())
+    origin.fail("retrieve", Fault(501, b"Retrieve is optional", times=5))
+    result = await backend.update_mpps(MPPS_UID, series_update())
+    assert result.dataset == series_update()
+    assert result.warnings == ()
 
 
 async def test_retrieve_asks_for_the_tags_and_trims_the_answer(
@@ -153,7 +171,7 @@ async def test_draft_dialect_uses_put_and_patch() -> None:
         finally:
             await backend.aclose()
     methods = [(r.method, r.query_string) for r in origin.requests]
-    assert methods == [("PUT", ""), ("PATCH", ""), ("GET", "includefield=00400252")]
+    assert methods == [("PUT", ""), ("PATCH", ""), ("GET", ""), ("GET", "includefield=00400252")]
     assert result.dataset["00400252"]["Value"] == ["COMPLETED"]
 
 
@@ -296,6 +314,12 @@ async def test_invalid_uid_and_invalid_create_never_leave_the_gateway(
         (Fault(504, b"slow"), "update", UpstreamTimeout, DimseStatus.PROCESSING_FAILURE),
         (malformed_json(), "retrieve", UpstreamBadResponse, DimseStatus.PROCESSING_FAILURE),
         (wrong_content_type(), "retrieve", UpstreamBadResponse, DimseStatus.PROCESSING_FAILURE),
+        (
+            Fault(200, b'[{"00100010": {"vr": "PN", "Value": [5]}}]', "application/dicom+json"),
+            "retrieve",
+            UpstreamBadResponse,
+            DimseStatus.PROCESSING_FAILURE,
+        ),
     ],
 )
 async def test_fault_table(
@@ -327,6 +351,16 @@ async def _call(backend: DicomwebBackend, op: Operation) -> object:
     if op is Operation.UPDATE:
         return await backend.update_mpps(MPPS_UID, series_update())
     return await backend.retrieve_mpps(MPPS_UID)
+
+
+async def test_one_pooled_connection_serves_consecutive_requests(
+    backend: DicomwebBackend, origin: FakeOrigin
+) -> None:
+    await backend.create_mpps(MPPS_UID, minimal_create())
+    await backend.update_mpps(MPPS_UID, series_update())
+    await backend.retrieve_mpps(MPPS_UID)
+    await backend.check_ready()
+    assert len({r.peer for r in origin.requests}) == 1
 
 
 # --- retries, timeouts, connection failures --------------------------------------------------

@@ -74,6 +74,13 @@ def test_parser_limits_one_element() -> None:
         parser.feed(b'[{"a": "' + b"x" * 200)
 
 
+def test_byte_order_mark_is_tolerated() -> None:
+    parser = JsonArrayParser()
+    assert parser.feed(b"\xef\xbb") == []
+    assert parser.feed(b'\xbf[{"a": 1}]') == [{"a": 1}]
+    assert parser.close() == []
+
+
 def test_empty_array() -> None:
     parser = JsonArrayParser()
     assert parser.feed(b" [ ] ") == []

@@ -15,6 +15,7 @@ from gateway.errors import (
     BadQuery,
     GatewayError,
     NotSupported,
+    PayloadTooLarge,
     UpstreamBadResponse,
     UpstreamFailure,
     UpstreamRefused,
@@ -123,6 +124,7 @@ async def test_pages_follow_the_additional_results_warning() -> None:
         results = await collect(backend, all_query())
     assert results == origin.worklist
     assert paging(origin) == [("0", "100"), ("100", "100"), ("200", "100")]
+    assert len({r.peer for r in origin.requests}) == 1  # one pooled connection
 
 
 async def test_origin_clamping_the_limit_is_followed_by_its_warning() -> None:
@@ -147,6 +149,17 @@ async def test_an_origin_ignoring_limit_is_read_once() -> None:
         results = await collect(backend, all_query())
     assert results == origin.worklist
     assert len(origin.requests) == 1
+
+
+async def test_an_origin_ignoring_offset_is_not_paged_for_ever(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("gateway.backends.dicomweb.backend.MAX_SEARCH_RESULTS", 30)
+    async with origin_and_backend(page_size=10, warn_remaining=False) as (origin, backend):
+        origin.worklist = [item(n) for n in range(10)] * 10
+        with pytest.raises(PayloadTooLarge):
+            await collect(backend, all_query())
+    assert len(origin.requests) == 3
 
 
 async def test_204_is_an_empty_result() -> None:
@@ -185,7 +198,11 @@ async def test_cancelling_the_consuming_task_aborts_the_request() -> None:
         origin.worklist = [item(n) for n in range(10)]
         origin.fail("search", Fault(hang=True))
         search = backend.search_worklist(all_query())
-        task = asyncio.create_task(anext(search))
+
+        async def first() -> JsonDataset:
+            return await anext(search)
+
+        task = asyncio.create_task(first())
         await origin.received.wait()
         task.cancel()
         with pytest.raises(asyncio.CancelledError):

@@ -3,12 +3,27 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
+from typing import cast
 
+import pytest
+from anyio.from_thread import start_blocking_portal
 from pydicom.dataset import Dataset
 
+from gateway.backends.base import Backend
+from gateway.dimse import DimseFront
+from gateway.dimse.charset import UTF8, CharsetPolicy, check_supported
+from gateway.errors import BadQuery, ConfigError
 from gateway.model.status import DimseStatus
+from gateway.settings import PeerSettings
 from tests.integration import dimse_fixtures as fx
-from tests.integration.dimse_fixtures import DimseHarness, FindResult, c_find, worklist_item
+from tests.integration.dimse_fixtures import (
+    DimseHarness,
+    FindResult,
+    c_find,
+    dimse_settings,
+    worklist_item,
+)
 
 dimse = fx.dimse
 dimse_factory = fx.dimse_factory
@@ -20,14 +35,14 @@ JAPANESE = "山田^太郎"
 
 
 def _find(
-    harness: DimseHarness, name: str, charset: str | list[str] | None, **kw: str
+    harness: DimseHarness, name: str, charset: str | list[str] | None, calling_ae: str = "SCU"
 ) -> FindResult:
     identifier = Dataset()
     if charset is not None:
         identifier.SpecificCharacterSet = charset
     identifier.PatientName = name
     identifier.PatientID = ""
-    assoc = harness.associate(**kw)
+    assoc = harness.associate(calling_ae)
     assert assoc.is_established
     try:
         return c_find(assoc, identifier)
@@ -102,3 +117,27 @@ def test_peer_configured_for_iso_ir_100_always_receives_iso_ir_100(
     assert [(_charset(ds), str(ds.PatientName)) for ds in other.identifiers] == [
         ("ISO_IR 192", "Ωmega^Ülrich")
     ]
+
+
+def test_charset_rules_without_a_network() -> None:
+    """The pure rules behind the tests above, for the cases a modality rarely sends."""
+    item = {"00100010": {"vr": "PN", "Value": [{"Alphabetic": JAPANESE, "Ideographic": GREEK}]}}
+    policy = CharsetPolicy({"JP_CT": PeerSettings(charset="\\ISO 2022 IR 87")})
+    answer = policy.answer(item, calling_ae="JP_CT", requested=UTF8)
+    assert answer.charset == ("", "ISO 2022 IR 87")
+    # JIS X 0208 has the Greek letters but not the accented ones (nor final sigma).
+    assert answer.item["00100010"]["Value"] == [
+        {"Alphabetic": JAPANESE, "Ideographic": "Παπαδ?πουλο?^Σοφ?α"}
+    ]
+    assert answer.replaced == 1
+    for bad in (("ISO_IR 192", "ISO 2022 IR 87"), ("ISO_IR 999",)):
+        with pytest.raises(BadQuery) as raised:
+            check_supported(bad, BadQuery)
+        assert raised.value.offending == (0x00080005,)
+
+
+def test_an_unusable_peer_charset_is_a_configuration_error(tmp_path: Path) -> None:
+    settings = dimse_settings(tmp_path / "gw.sqlite3", peers={"OLD_CT": {"charset": "LATIN-1"}})
+    with start_blocking_portal() as portal, pytest.raises(ConfigError) as raised:
+        DimseFront(settings, cast(Backend, None), portal)
+    assert raised.value.key == "dimse.peers.OLD_CT.charset"

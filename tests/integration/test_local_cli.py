@@ -58,7 +58,10 @@ class Cli:
 
 
 @pytest.fixture
-def cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Cli:
+def cli(tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> Cli:
+    # In-process runs must not point the process-wide logging at pytest's capture stream
+    # (it is closed after the test); the subprocess runs cover the real logging setup.
+    monkeypatch.setattr("gateway.cli.configure_logging", lambda **_: None)
     return Cli(tmp_path, capsys)
 
 

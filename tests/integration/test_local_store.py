@@ -13,7 +13,7 @@ from gateway.backends.local import LocalBackend
 from gateway.backends.local.demo import seed_demo
 from gateway.backends.local.retention import PurgeReport, run_retention
 from gateway.backends.local.search import plan_search
-from gateway.errors import ErrorKind, GatewayError
+from gateway.errors import ConfigError, ErrorKind, GatewayError
 from gateway.model.types import JsonDataset
 from gateway.settings import RetentionSettings, StoreSettings
 from tests.contract.worklist_examples import (
@@ -54,21 +54,26 @@ async def test_store_is_wal_and_each_sps_item_is_one_row(local_backend: LocalBac
     assert (report.inserted, report.updated) == (9, 0)
     assert sql(local_backend, "PRAGMA journal_mode") == [("wal",)]
     rows = sql(local_backend, "SELECT sps_id FROM sps WHERE study_uid = ?", study_uid(7))
-    assert sorted(r[0] for r in rows) == ["S7a", "S7b"]
+    assert sorted(str(r[0]) for r in rows) == ["S7a", "S7b"]
     again = await local_backend.upsert_worklist_items(WORKLIST)
     assert (again.inserted, again.updated) == (0, 9)
     assert await local_backend.count_worklist_items() == 9
 
 
-async def test_stored_item_is_canonical_and_without_charset(local_backend: LocalBackend) -> None:
+async def test_stored_item_is_kept_as_received_without_charset(
+    local_backend: LocalBackend,
+) -> None:
     raw = item(1, "Müller^Jürgen", sps_item("S1", "CT01 ", "CT", "20250110"))
     raw["00080005"] = attr("CS", "ISO_IR 100")
+    raw["00080000"] = attr("UL", 0)  # a group length: never part of DICOM JSON
     await local_backend.upsert_worklist_items([raw])
     stored = await local_backend.get_worklist_item(study_uid(1), "S1")
     assert stored is not None
-    assert "00080005" not in stored
+    assert "00080005" not in stored and "00080000" not in stored
     assert list(stored) == sorted(stored)
-    assert stored["00400100"]["Value"][0]["00400001"]["Value"] == ["CT01"]
+    assert stored["00400100"]["Value"][0]["00400001"]["Value"] == ["CT01 "]
+    # Padding is not significant for matching (PS3.5 6.2): the narrowing agrees.
+    assert step_ids(await collect(local_backend, query((STATION, "CT01")))) == {"1"}
 
 
 @pytest.mark.parametrize(
@@ -124,7 +129,7 @@ async def test_irregular_rows_still_reach_the_matcher(local_backend: LocalBacken
     ],
 )
 def test_bench_queries_are_narrowed_by_an_index(
-    tmp_path: Path, keys: tuple, presorted: bool
+    tmp_path: Path, keys: tuple[tuple[tuple[int, ...], str], ...], presorted: bool
 ) -> None:
     plan = plan_search(query(*keys))
     with sqlite3.connect(tmp_path / "plan.sqlite3") as conn:
@@ -305,3 +310,11 @@ async def test_newer_schema_is_refused(tmp_path: Path) -> None:
     with pytest.raises(GatewayError) as caught:
         await LocalBackend.open(StoreSettings(path=path))
     assert "newer" in str(caught.value)
+
+
+async def test_unusable_path_is_a_configuration_error(tmp_path: Path) -> None:
+    not_a_store = tmp_path / "notes.sqlite3"
+    not_a_store.write_bytes(b"these are not the pages of a database\n" * 200)
+    with pytest.raises(ConfigError) as caught:
+        await LocalBackend.open(StoreSettings(path=not_a_store))
+    assert caught.value.key == "store.path"

@@ -13,6 +13,7 @@ import json
 import socket
 import subprocess
 import sys
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,6 +23,7 @@ import pytest
 from anyio.from_thread import BlockingPortal
 from pydicom import dcmread
 from pydicom.dataset import Dataset
+from pydicom.tag import Tag
 from pynetdicom import AE
 from pynetdicom.association import Association
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
@@ -38,6 +40,7 @@ from tests.conftest import require_tool
 from tests.fakes.origin import (
     FakeOrigin,
     Fault,
+    Route,
     malformed_json,
     origin_in_thread,
     wait_event,
@@ -48,7 +51,7 @@ from tests.unit.mpps_examples import completed_update, minimal_create, series_up
 
 A_AE, B_AE = "GW_A", "GW_B"
 # Two tags: pynetdicom 3.0's N-GET request logging fails on a one-tag list.
-STATUS_TAGS = [0x00100010, 0x00400252]
+STATUS_TAGS = [Tag(0x00100010), Tag(0x00400252)]
 UID_ROOT = "1.2.826.0.1.3680043.8.498.7"
 
 
@@ -119,7 +122,7 @@ def gateway_a(
     workdir = tmp_path_factory.mktemp("gateway_a")
     gateway = start_gateway(proxy_config(b_url(gateway_b), workdir, page_size=4), workdir)
     yield gateway
-    gateway.stop()
+    assert gateway.stop() == 0  # a clean shutdown closes the backend's session
 
 
 @pytest.fixture(scope="module")
@@ -133,7 +136,7 @@ def fake(
         try:
             yield origin, portal, gateway
         finally:
-            gateway.stop()
+            assert gateway.stop() == 0  # a clean shutdown closes the backend's session
 
 
 @pytest.fixture
@@ -180,6 +183,7 @@ def find(assoc: Association, identifier: Dataset) -> tuple[int, list[Dataset]]:
     for status, found in assoc.send_c_find(identifier, ModalityWorklistInformationFind):
         assert status is not None and "Status" in status, "no C-FIND response"
         if status.Status in (DimseStatus.PENDING, DimseStatus.PENDING_WARNING):
+            assert found is not None
             results.append(found)
         else:
             final = int(status.Status)
@@ -242,6 +246,7 @@ def test_findscu_through_a_equals_b_for_every_dcmtk_query(
     assert total > len(dcmtk_queries)  # the queries really found items
 
 
+@pytest.mark.dcmtk  # gateway B is loaded with DCMTK's example worklist
 def test_paged_search_through_a(gateway_a: GatewayProcess, gateway_b: GatewayProcess) -> None:
     """A pages B with limit=4 (10 items, 3 pages); the modality sees one stream of 10."""
     assoc = associate(gateway_a.dimse_port)
@@ -274,6 +279,7 @@ def b_retrieve(gateway_b: GatewayProcess, uid: str) -> JsonDataset:
     return result
 
 
+@pytest.mark.dcmtk  # gateway B is loaded with DCMTK's example worklist
 def test_mpps_lifecycle_through_a(gateway_a: GatewayProcess, gateway_b: GatewayProcess) -> None:
     uid = f"{UID_ROOT}.1"
     assoc = associate(gateway_a.dimse_port)
@@ -288,9 +294,12 @@ def test_mpps_lifecycle_through_a(gateway_a: GatewayProcess, gateway_b: GatewayP
         assert _status(series) == DimseStatus.SUCCESS
 
         status, got = assoc.send_n_get(
-            [0x00400252, 0x00100010, 0x00400340], ModalityPerformedProcedureStepRetrieve, uid
+            [Tag(0x00400252), Tag(0x00100010), Tag(0x00400340)],
+            ModalityPerformedProcedureStepRetrieve,
+            uid,
         )
         assert int(status.Status) == DimseStatus.SUCCESS
+        assert got is not None
         assert got.PerformedProcedureStepStatus == "IN PROGRESS"
         assert str(got.PatientName) == "Doe^Sally"
         assert len(got.PerformedSeriesSequence) == 1
@@ -330,6 +339,56 @@ def test_mpps_lifecycle_through_a(gateway_a: GatewayProcess, gateway_b: GatewayP
         assoc.release()
 
 
+# --- any front on any backend: a DICOMweb -> DICOMweb relay --------------------------------
+
+
+def http(url: str, method: str = "GET", body: bytes | None = None) -> tuple[int, Any, Any]:
+    """(status, headers, body) of one request; error statuses are returned, not raised."""
+    headers = {"Accept": "application/dicom+json"}
+    if body is not None:
+        headers["Content-Type"] = "application/dicom+json"
+    request = urllib.request.Request(url, data=body, method=method, headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, response.headers, response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.headers, error.read()
+
+
+@pytest.mark.dcmtk  # gateway B is loaded with DCMTK's example worklist
+def test_web_front_relays_to_the_dicomweb_backend(
+    gateway_b: GatewayProcess, tmp_path: Path
+) -> None:
+    config = proxy_config(b_url(gateway_b), tmp_path, page_size=3).replace(
+        "[web]\nenabled = false", '[web]\nhost = "127.0.0.1"\nport = 0\nbackend = "up"'
+    )
+    relay = start_gateway(config, tmp_path)
+    try:
+        search = "/modality-scheduled-procedure-steps?PatientID=&limit=4&offset=2"
+        status, headers, body = http(f"http://127.0.0.1:{relay.web_port}/dicomweb{search}")
+        direct_status, _, direct_body = http(f"{b_url(gateway_b)}{search}")
+        assert (status, direct_status) == (200, 200)
+        ids = [r["00100020"]["Value"] for r in json.loads(body)]
+        assert ids == [r["00100020"]["Value"] for r in json.loads(direct_body)]
+        assert "There are 4 additional results" in headers["Warning"]
+
+        uid = f"{UID_ROOT}.5"
+        mpps = (
+            f"http://127.0.0.1:{relay.web_port}/dicomweb/modality-performed-procedure-steps/{uid}"
+        )
+        created = http(mpps, "POST", json.dumps(minimal_create()).encode())
+        assert created[0] == 201
+        again = http(mpps, "POST", json.dumps(minimal_create()).encode())
+        assert again[0] == 409  # B's 409 -> DuplicateInstance -> 409 again
+        updated = http(f"{mpps}?update", "POST", json.dumps(completed_update()).encode())
+        assert updated[0] == 200
+        assert b_retrieve(gateway_b, uid)["00400252"]["Value"] == ["COMPLETED"]
+        status, _, body = http(f"{mpps}?includefield=00400252")
+        assert (status, json.loads(body)[0]["00400252"]["Value"]) == (200, ["COMPLETED"])
+    finally:
+        assert relay.stop() == 0  # a clean shutdown closes the backend's session
+
+
 # --- the draft dialect -----------------------------------------------------------------------
 
 
@@ -352,12 +411,13 @@ def test_draft_dialect_through_a(tmp_path: Path) -> None:
             finally:
                 assoc.release()
         finally:
-            gateway.stop()
+            assert gateway.stop() == 0  # a clean shutdown closes the backend's session
         methods = portal.call(lambda: [(r.method, r.query_string) for r in origin.requests])
         stored = portal.call(lambda: origin.mpps[uid]["00400252"])
     assert (_status(create), _status(update), int(status.Status)) == (0, 0, 0)
     assert methods[:2] == [("PUT", ""), ("PATCH", "")]
     assert methods[-1][0] == "GET"
+    assert got is not None
     assert got.PerformedProcedureStepStatus == "COMPLETED"
     assert stored["Value"] == ["COMPLETED"]
 
@@ -377,7 +437,7 @@ def _mpps_call(assoc: Association, operation: str, uid: str) -> Any:
     return assoc.send_n_get(STATUS_TAGS, ModalityPerformedProcedureStepRetrieve, uid)
 
 
-FAULTS = [
+FAULTS: list[tuple[Route, Fault, DimseStatus]] = [
     # (route, fault, DIMSE status the modality gets; status-mapping.md §3.2 / §4.2)
     ("search", Fault(404, b"no worklist here"), DimseStatus.SOP_CLASS_NOT_SUPPORTED),
     ("search", Fault(503, b"busy", times=10), DimseStatus.OUT_OF_RESOURCES),
@@ -399,7 +459,7 @@ FAULTS = [
 ]
 
 
-def _fault_id(route: str, fault: Fault) -> str:
+def _fault_id(route: Route, fault: Fault) -> str:
     if fault.hang:
         return f"{route}-slow"
     if fault.status < 400:
@@ -412,7 +472,7 @@ def _fault_id(route: str, fault: Fault) -> str:
 )
 def test_fault_table_through_a(
     faulty: tuple[FakeOrigin, BlockingPortal, GatewayProcess],
-    route: str,
+    route: Route,
     fault: Fault,
     expected: DimseStatus,
 ) -> None:
@@ -423,15 +483,15 @@ def test_fault_table_through_a(
     assoc = associate(gateway.dimse_port)
     try:
         if route == "search":
-            status, _ = find(assoc, patient_query())
+            outcome, _ = find(assoc, patient_query())
             comment = None
         else:
             response = _mpps_call(assoc, route, uid)
-            status = _status(response)
+            outcome = _status(response)
             comment = (
                 str(response[0].get("ErrorComment", "")) if isinstance(response, tuple) else None
             )
-        assert status == expected
+        assert outcome == expected
         if fault.status >= 400 and not fault.hang and comment is not None:
             assert fault.body.decode() in comment  # the origin's text reaches the modality
         if fault.hang:
@@ -461,8 +521,8 @@ def test_search_cancelled_mid_page(
         assert statuses[-1] == DimseStatus.CANCEL
         wait_event(portal, origin.aborted)  # the HTTP request was aborted, mid-page
         portal.call(setattr, origin, "stall_after", None)
-        status, results = find(assoc, patient_query())
-        assert (status, len(results)) == (DimseStatus.SUCCESS, 5)
+        final, results = find(assoc, patient_query())
+        assert (final, len(results)) == (DimseStatus.SUCCESS, 5)
     finally:
         assoc.release()
 
@@ -490,4 +550,4 @@ def test_origin_down(tmp_path: Path) -> None:
         finally:
             assoc.release()
     finally:
-        gateway.stop()
+        assert gateway.stop() == 0  # a clean shutdown closes the backend's session

@@ -11,8 +11,11 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import re
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Iterable, Mapping, Sequence
 from typing import Any
+
+import anyio
+import anyio.lowlevel
 
 from gateway.backends.base import MppsResult
 from gateway.backends.dicomweb.client import DicomwebClient, RetryPolicy
@@ -42,6 +45,8 @@ MPPS_RESOURCE = "modality-performed-procedure-steps"
 PAGING_PARAMS = frozenset({"offset", "limit"})
 
 MAX_SEQUENCE_DEPTH = 16
+MAX_SEARCH_RESULTS = 100_000
+"""Results one search may page through before it is refused (A700)."""
 _HEX_KEY_RE = re.compile(r"[0-9A-F]{8}")
 _REMAINING_RE = re.compile(r"There are (\d+) additional results")
 _WARNING_RE = re.compile(r"^\s*\d{3}\s+\S+\s+(.*)$", re.DOTALL)
@@ -74,7 +79,7 @@ class DicomwebBackend:
 
     # --- Search -------------------------------------------------------------------------
 
-    async def search_worklist(self, query: WorklistQuery) -> AsyncIterator[JsonDataset]:
+    async def search_worklist(self, query: WorklistQuery) -> AsyncGenerator[JsonDataset, None]:
         """Page through the origin's Search, yielding each result as soon as it is parsed.
 
         Pages are ``limit = page_size`` from ``offset = 0`` on; the next page is requested
@@ -96,14 +101,21 @@ class DicomwebBackend:
             received = 0
             remaining: int | None = None
             try:
+                if offset >= MAX_SEARCH_RESULTS:
+                    # An origin that ignores offset would otherwise be paged for ever.
+                    raise PayloadTooLarge(f"more than {MAX_SEARCH_RESULTS} results upstream")
                 async with self._client.request(
                     "GET", url, Operation.FIND, idempotent=True
                 ) as response:
-                    remaining = remaining_results(warning_texts(response.warnings))
+                    texts = warning_texts(response.warnings)
+                    remaining = remaining_results(texts)
+                    _log_warnings(self.name, texts)
                     async with contextlib.aclosing(response.json_array()) as items:
                         async for item in items:
                             received += 1
-                            yield _checked(item)
+                            checked = _checked(item)
+                            await anyio.lowlevel.checkpoint()  # a cancel lands between results
+                            yield checked
             except GatewayError as error:
                 too_large = error.upstream_status == HttpStatus.PAYLOAD_TOO_LARGE
                 if not (too_large and received == 0 and limit > 1):
@@ -128,14 +140,15 @@ class DicomwebBackend:
         The attributes are checked against Table F.7.2-1 first, so a modality gets the
         precise 0117/0120/0121/0106 instead of the 0110 an upstream 400 would give.
         """
-        validate_create(uid, attributes)
+        stored = validate_create(uid, attributes)
         method = "PUT" if self._settings.mpps_dialect == "draft" else "POST"
         url = self._client.url(MPPS_RESOURCE, uid)
         async with self._client.request(method, url, Operation.CREATE, body=attributes) as response:
             await response.discard()
             warnings = warning_texts(response.warnings)
         log.info("MPPS created upstream", backend=self.name, mpps_uid=uid)
-        return MppsResult(dataset=attributes, warnings=warnings)
+        # What a conformant origin now holds: the attributes plus the SOP Class/Instance UIDs.
+        return MppsResult(dataset=stored, warnings=warnings)
 
     async def update_mpps(self, uid: str, changes: JsonDataset) -> MppsResult:
         """Update (15.5): POST ``…/{uid}?update`` (draft: PATCH ``…/{uid}``).
@@ -157,7 +170,19 @@ class DicomwebBackend:
         except IncompatibleUpdate as error:
             raise await self._explain_conflict(uid, error) from None
         log.info("MPPS updated upstream", backend=self.name, mpps_uid=uid)
-        return MppsResult(dataset=changes, warnings=warnings)
+        return MppsResult(dataset=await self._held_after_update(uid, changes), warnings=warnings)
+
+    async def _held_after_update(self, uid: str, changes: JsonDataset) -> JsonDataset:
+        """The MPPS as the origin holds it now (one Retrieve), else just the changes.
+
+        The Backend contract returns the whole MPPS; Update answers without a body and
+        Retrieve is optional upstream, so a failed Retrieve never fails the update.
+        """
+        try:
+            return (await self.retrieve_mpps(uid)).dataset
+        except GatewayError as error:
+            log.info("MPPS not retrievable after update", backend=self.name, kind=error.kind.value)
+            return changes
 
     async def retrieve_mpps(self, uid: str, tags: Sequence[int] | None = None) -> MppsResult:
         """Retrieve (15.6): GET ``…/{uid}`` with ``includefield`` for ``tags``."""
@@ -226,6 +251,13 @@ def warning_texts(headers: Iterable[str]) -> tuple[str, ...]:
     return tuple(texts)
 
 
+def _log_warnings(backend: str, texts: Iterable[str]) -> None:
+    """C-FIND has no place for them (FF01 is about keys): log, as status-mapping §3.2 says."""
+    for text in texts:
+        if not _REMAINING_RE.search(text):
+            log.info("upstream search warning", backend=backend, warning=text[:200])
+
+
 def remaining_results(texts: Iterable[str]) -> int | None:
     """N from "There are N additional results that can be requested" (PS3.18 8.3.4.4.1)."""
     for text in texts:
@@ -260,19 +292,19 @@ def _validated(dataset: Any) -> JsonDataset:
 
 
 def _shape_problem(item: Any, depth: int) -> str | None:
-    if not isinstance(item, dict):
+    if type(item) is not dict:
         return "a dataset is not a JSON object"
     if depth > MAX_SEQUENCE_DEPTH:
         return "sequences nested too deeply"
     for key, attr in item.items():
-        if len(key) != 8 or not _HEX_KEY_RE.fullmatch(key):
+        if not _HEX_KEY_RE.fullmatch(key):
             return "a key is not 8 upper-case hex digits"
-        if not isinstance(attr, dict) or not isinstance(attr.get("vr"), str):
+        if type(attr) is not dict or type(attr.get("vr")) is not str:
             return f"attribute {key} has no VR"
         values = attr.get("Value")
         if values is None:
             continue
-        if not isinstance(values, list):
+        if type(values) is not list:
             return f"attribute {key}: Value is not an array"
         if attr["vr"] == "SQ":
             for value in values:

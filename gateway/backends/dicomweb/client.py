@@ -115,7 +115,7 @@ class Response:
         if len(body) > MAX_BODY:
             raise bad_response("body too large")
         try:
-            return json.loads(body.decode(charset))
+            return json.loads(body.decode(charset).removeprefix("\ufeff"))
         except (ValueError, LookupError) as exc:
             raise bad_response(f"malformed JSON ({type(exc).__name__})") from None
 

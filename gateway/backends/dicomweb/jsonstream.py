@@ -32,9 +32,12 @@ class JsonArrayParser:
 
     def __init__(self, *, charset: str = "utf-8", max_item_chars: int = 16 * 1024 * 1024) -> None:
         try:
-            self._text = codecs.getincrementaldecoder(charset)(errors="strict")
+            name = codecs.lookup(charset).name
         except LookupError:
             raise ValueError(f"unknown charset {charset!r}") from None
+        if name == "utf-8":
+            name = "utf-8-sig"  # tolerate a byte order mark
+        self._text = codecs.getincrementaldecoder(name)(errors="strict")
         self._decoder = json.JSONDecoder()
         self._max = max_item_chars
         self._buf = ""

@@ -156,22 +156,22 @@ def error_for_exception(exc: BaseException, operation: Operation, timeout_s: flo
         return errors.UpstreamTimeout(f"no answer within {timeout_s:g} s")
     if isinstance(exc, aiohttp.ClientSSLError):
         # Same row as "unreachable" in status-mapping §2: not performed, an operator must act.
-        return errors.UpstreamUnavailable("TLS failure", upstream_detail=_short(str(exc)))
+        return errors.UpstreamUnavailable("TLS failure", upstream_detail=_describe(exc))
     if isinstance(exc, aiohttp.ClientConnectorError):
         # Nothing was sent: "not performed" is true even for a write.
         return errors.UpstreamUnavailable(
-            "upstream unreachable", upstream_detail=_short(str(exc.os_error))
+            "upstream unreachable", upstream_detail=_describe(exc.os_error)
         )
     if isinstance(exc, aiohttp.ClientConnectionError | aiohttp.ClientPayloadError):
         if operation in _WRITES:
             # The request may have reached the origin: never promise "not performed".
             return errors.UpstreamFailure(
-                "connection lost - outcome unknown", upstream_detail=_short(str(exc))
+                "connection lost - outcome unknown", upstream_detail=_describe(exc)
             )
-        return errors.UpstreamUnavailable("connection lost", upstream_detail=_short(str(exc)))
+        return errors.UpstreamUnavailable("connection lost", upstream_detail=_describe(exc))
     if isinstance(exc, aiohttp.ClientResponseError):
-        return errors.UpstreamBadResponse("invalid HTTP response", upstream_detail=_short(str(exc)))
-    return errors.UpstreamFailure("upstream request failed", upstream_detail=_short(str(exc)))
+        return errors.UpstreamBadResponse("invalid HTTP response", upstream_detail=_describe(exc))
+    return errors.UpstreamFailure("upstream request failed", upstream_detail=_describe(exc))
 
 
 def bad_response(reason: str) -> GatewayError:
@@ -274,6 +274,15 @@ def parse_retry_after(value: str | None) -> int | None:
     except (TypeError, ValueError):
         return None
     return max(0, int(when.timestamp() - time.time()))
+
+
+def _describe(exc: BaseException) -> str:
+    """A transport error as text without the request URL (its query holds patient data)."""
+    if isinstance(exc, aiohttp.InvalidURL):
+        return type(exc).__name__
+    if isinstance(exc, aiohttp.ClientResponseError):
+        return _short(f"{type(exc).__name__}: {exc.message}")
+    return _short(str(exc) or type(exc).__name__)
 
 
 def _short(text: str) -> str:

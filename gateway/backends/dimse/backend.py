@@ -26,7 +26,12 @@ from gateway.backends.dimse.find import (
     stream_find,
 )
 from gateway.backends.dimse.mirror import MppsMirror
-from gateway.backends.dimse.outcomes import AssociationDropped, AssociationLost, not_negotiated
+from gateway.backends.dimse.outcomes import (
+    AssociationDropped,
+    AssociationLost,
+    not_negotiated,
+    response_to_json,
+)
 from gateway.backends.dimse.pool import AssociationPool
 from gateway.errors import (
     ErrorKind,
@@ -34,14 +39,13 @@ from gateway.errors import (
     InstanceGone,
     InvalidAttributeValue,
     NoSuchInstance,
-    UpstreamBadResponse,
     UpstreamUnavailable,
 )
 from gateway.logging import get_logger
 from gateway.model import mpps as rules
-from gateway.model.dicom_json import dataset_to_json, json_to_dataset
+from gateway.model.dicom_json import json_to_dataset
 from gateway.model.query import WorklistQuery
-from gateway.model.status import Operation
+from gateway.model.status import DimseStatus, Operation
 from gateway.model.types import JsonDataset, tag_key
 from gateway.settings import DimseBackendSettings, StoreSettings
 
@@ -61,6 +65,10 @@ NOp = Callable[[Association, int], n_ops.NResult]
 
 class DimseBackend:
     """The Backend protocol served by an upstream DIMSE RIS."""
+
+    # Counting every match costs the whole upstream C-FIND: a front that wants only a page
+    # should close the search after offset+limit(+1) results instead (C-CANCEL).
+    cheap_remaining_count = False
 
     def __init__(
         self,
@@ -248,17 +256,12 @@ def _warnings(result: n_ops.NResult) -> tuple[str, ...]:
 def _to_json(attributes: Dataset | None) -> JsonDataset:
     if attributes is None:
         return {}
-    try:
-        return dataset_to_json(attributes)
-    except (GatewayError, ValueError, TypeError, LookupError) as exc:
-        raise UpstreamBadResponse(
-            "the RIS sent an MPPS that cannot be represented", upstream_detail=type(exc).__name__
-        ) from exc
+    return response_to_json(attributes, "an MPPS")
 
 
 def _gone_if_known(exc: NoSuchInstance, mirrored: JsonDataset | None) -> GatewayError:
     """0112 for an MPPS the gateway forwarded itself: it existed, so 410 rather than 404."""
-    if mirrored is None:
+    if mirrored is None or exc.upstream_status != DimseStatus.NO_SUCH_SOP_INSTANCE:
         return exc
     return InstanceGone(
         "the RIS no longer has this MPPS",

@@ -40,15 +40,15 @@ from gateway.errors import (
 )
 from gateway.logging import get_logger
 from gateway.model import mwl_keys
-from gateway.model.dicom_json import dataset_to_json
 from gateway.model.query import QueryKey, WorklistQuery
 from gateway.model.status import DimseStatus, Operation
-from gateway.model.types import JsonDataset, TagPath
+from gateway.model.types import JsonDataset, TagPath, tag_key
 
 log = get_logger("backends.dimse.find")
 
 MWL_FIND = str(ModalityWorklistInformationFind)
 DEFAULT_REPERTOIRE_TERMS = frozenset({"", "ISO_IR 6"})
+SPECIFIC_CHARACTER_SET_KEY = tag_key(mwl_keys.SPECIFIC_CHARACTER_SET)
 _TEXT_VRS = frozenset({"SH", "LO", "ST", "LT", "UC", "UT", "PN"})
 _PENDING = frozenset({DimseStatus.PENDING, DimseStatus.PENDING_WARNING})
 
@@ -99,6 +99,8 @@ class FindPlan:
 
     identifier: Dataset
     local_filter: WorklistQuery | None  # None: the RIS matched everything itself
+    # includefield=all: zero-length attributes at paths outside this set are dropped
+    keep_empty: frozenset[TagPath] | None = None
 
 
 def plan_find(query: WorklistQuery, ris_keys: RisMatchingKeys, charset: str) -> FindPlan:
@@ -120,7 +122,11 @@ def plan_find(query: WorklistQuery, ris_keys: RisMatchingKeys, charset: str) -> 
     ris_query = ris_query.with_return_keys(_return_keys(query))
     identifier = ris_query.to_identifier()
     set_charset(identifier, charset, BadQuery)
-    return FindPlan(identifier, local_filter)
+    keep_empty = None
+    if query.include_all:
+        asked = {k.path for k in query.keys}
+        keep_empty = frozenset(asked | set(mwl_keys.DICOMWEB_REQUIRED_RETURN_KEYS))
+    return FindPlan(identifier, local_filter, keep_empty)
 
 
 def _return_keys(query: WorklistQuery) -> list[TagPath]:
@@ -286,17 +292,32 @@ class FindCall:
     def _convert(self, identifier: Dataset | None) -> JsonDataset | None:
         if identifier is None:
             raise UpstreamBadResponse("the RIS sent a C-FIND response that cannot be decoded")
-        try:
-            item = dataset_to_json(identifier)
-        except (GatewayError, ValueError, TypeError, LookupError) as exc:
-            raise UpstreamBadResponse(
-                "the RIS sent a worklist item that cannot be represented",
-                upstream_detail=type(exc).__name__,
-            ) from exc
+        item = outcomes.response_to_json(identifier, "a worklist item")
+        # The JSON is Unicode: the character set the RIS encoded its answer in is spent.
+        item.pop(SPECIFIC_CHARACTER_SET_KEY, None)
+        if self._plan.keep_empty is not None:
+            _drop_unasked_empty(item, self._plan.keep_empty, ())
         local = self._plan.local_filter
         if local is not None and not local.matches(item):
             return None
         return item
+
+
+def _drop_unasked_empty(item: JsonDataset, keep: frozenset[TagPath], parent: TagPath) -> None:
+    """``includefield=all`` asks the RIS for every key, and it answers each one, empty when
+    it has no value. "All available attributes" (PS3.18 8.3.4.3) are the ones with a value,
+    so empty ones nobody asked for by name and no Type 1/2 rule requires are dropped."""
+    for key in list(item):
+        path = (*parent, int(key, 16))
+        attr = item[key]
+        values = attr.get("Value") if isinstance(attr, dict) else None
+        if not values:
+            if path not in keep:
+                del item[key]
+        elif attr.get("vr") == "SQ":
+            for nested in values:
+                if isinstance(nested, dict):
+                    _drop_unasked_empty(nested, keep, path)
 
 
 # --- the async side ------------------------------------------------------------------------

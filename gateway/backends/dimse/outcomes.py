@@ -10,6 +10,8 @@ Element) in ``upstream_detail``/``offending`` so the HTTP Status Report keeps th
 from __future__ import annotations
 
 import enum
+import threading
+import warnings
 from typing import Any
 
 from pydicom.dataset import Dataset
@@ -18,12 +20,14 @@ from pynetdicom.association import Association
 
 from gateway import errors
 from gateway.errors import ErrorKind, GatewayError
+from gateway.model.dicom_json import dataset_to_json
 from gateway.model.status import (
     DimseStatus,
     Operation,
     is_dimse_success,
     kind_for_dimse_status,
 )
+from gateway.model.types import JsonDataset
 
 _ERROR_CLASSES: dict[ErrorKind, type[GatewayError]] = {
     cls.kind: cls
@@ -228,3 +232,26 @@ def _offending(status: Dataset) -> tuple[int, ...]:
         except (TypeError, ValueError):
             continue
     return tuple(dict.fromkeys(tags))
+
+
+_DECODE_LOCK = threading.Lock()
+
+
+def response_to_json(ds: Dataset, what: str) -> JsonDataset:
+    """A dataset the RIS sent, as DICOM JSON, decoded by its Specific Character Set.
+
+    What the RIS sends is passed on as it is: pydicom's value checks on reading (a value
+    longer than its VR allows, an odd date) would only warn, and their texts may quote
+    patient data, so they are silenced here. ``warnings.catch_warnings`` is process-wide
+    state, hence the lock around it (conversions are CPU-bound: serialising them costs
+    little). Anything that cannot be represented at all is an unusable answer (502).
+    """
+    try:
+        with _DECODE_LOCK, warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return dataset_to_json(ds)
+    except (GatewayError, ValueError, TypeError, LookupError, AttributeError) as exc:
+        raise errors.UpstreamBadResponse(
+            f"the RIS sent {what} that cannot be represented",
+            upstream_detail=type(exc).__name__,
+        ) from exc

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import threading
 import time
 from collections.abc import AsyncGenerator, Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -26,7 +27,7 @@ from gateway.backends.local import mpps_sql, retention, worklist_sql
 from gateway.backends.local.items import SpsRow, split_item
 from gateway.backends.local.schema import connect, create_schema, translate
 from gateway.backends.local.search import plan_search
-from gateway.errors import Busy
+from gateway.errors import Busy, ConfigError
 from gateway.model import mpps as rules
 from gateway.model.query import WorklistQuery
 from gateway.model.types import JsonDataset
@@ -36,7 +37,8 @@ T = TypeVar("T")
 
 THREADS = 8  # worker threads for SQLite work of one backend
 MAX_IDLE_READERS = 4
-FIRST_ROWS = 200  # rows fetched per step while streaming
+FIRST_FETCH = 32  # rows fetched first: the first result comes back quickly
+NEXT_FETCH = 256  # rows fetched per step afterwards
 MAX_SCAN_PER_BATCH = 2000  # rows examined in one thread call before yielding control
 
 
@@ -54,25 +56,32 @@ class _Readers:
     def __init__(self, path: Path) -> None:
         self._path = path
         self._idle: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()  # worker threads and the event loop both use the pool
         self.closed = False
 
     def acquire(self) -> sqlite3.Connection:
         """Blocking: an idle connection or a new one."""
-        if self._idle:
-            return self._idle.pop()
+        with self._lock:
+            if self._idle:
+                return self._idle.pop()
         return connect(self._path, readonly=True)
 
     def release(self, conn: sqlite3.Connection) -> None:
         """Return a connection with no open statement; cheap, safe on the event loop."""
-        if self.closed or len(self._idle) >= MAX_IDLE_READERS or conn.in_transaction:
-            conn.close()
-        else:
-            self._idle.append(conn)
+        with self._lock:
+            keep = not self.closed and len(self._idle) < MAX_IDLE_READERS
+            if keep and not conn.in_transaction:
+                self._idle.append(conn)
+                return
+        conn.close()
 
     def close_idle(self) -> None:
-        self.closed = True
-        while self._idle:
-            self._idle.pop().close()
+        """Close the idle connections; connections in use are closed when released."""
+        with self._lock:
+            self.closed = True
+            idle, self._idle = self._idle, []
+        for conn in idle:
+            conn.close()
 
 
 class _Scan:
@@ -83,6 +92,7 @@ class _Scan:
         self._query = query
         self._conn: sqlite3.Connection | None = None
         self._cursor: sqlite3.Cursor | None = None
+        self._fetch = FIRST_FETCH
 
     def next_batch(self) -> tuple[list[JsonDataset], bool]:
         """Blocking: the next matches (at least one unless done) and whether rows remain."""
@@ -93,9 +103,10 @@ class _Scan:
         matches: list[JsonDataset] = []
         scanned = 0
         while scanned < MAX_SCAN_PER_BATCH:
-            rows = self._cursor.fetchmany(FIRST_ROWS)
+            rows = self._cursor.fetchmany(self._fetch)
             if not rows:
                 return matches, True
+            self._fetch = NEXT_FETCH
             scanned += len(rows)
             for row in rows:
                 item: JsonDataset = json.loads(row[2])
@@ -131,7 +142,11 @@ class LocalBackend:
 
     @classmethod
     async def open(cls, settings: StoreSettings) -> LocalBackend:
-        """Open (creating if needed) the database at ``settings.path``."""
+        """Open (creating if needed) the database at ``settings.path``.
+
+        Raise :class:`gateway.errors.ConfigError` (key ``store.path``) when the file cannot
+        be created or is no store, :class:`gateway.errors.Busy` when it is locked.
+        """
 
         def _open() -> sqlite3.Connection:
             settings.path.parent.mkdir(parents=True, exist_ok=True)
@@ -146,9 +161,13 @@ class LocalBackend:
         try:
             writer = await anyio.to_thread.run_sync(_open)
         except sqlite3.Error as exc:
-            raise translate(exc) from exc
+            error = translate(exc)
+            if isinstance(error, Busy):
+                raise error from exc
+            raise ConfigError("store.path", f"cannot use {settings.path}: {exc}") from exc
         except OSError as exc:
-            raise Busy(f"cannot open the local store at {settings.path}: {exc}") from exc
+            reason = exc.strerror or str(exc)
+            raise ConfigError("store.path", f"cannot create {settings.path}: {reason}") from exc
         return cls(settings, writer)
 
     @property
@@ -248,10 +267,10 @@ class LocalBackend:
             return
         async with self._write_lock:
             self._closed = True
-            self._readers.close_idle()
-            writer = self._writer
+            readers, writer = self._readers, self._writer
 
             def _close() -> None:
+                readers.close_idle()
                 try:
                     writer.execute("PRAGMA optimize")
                 finally:

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from gateway.errors import InvalidAttributeValue, MissingAttribute
-from gateway.model.dicom_json import normalize_json, validate_json_dataset
+from gateway.model.dicom_json import validate_json_dataset
 from gateway.model.types import JsonDataset
 
 # Tags as DICOM JSON keys.
@@ -145,19 +145,22 @@ def _missing(key: str, what: str) -> MissingAttribute:
 
 
 def split_item(item: Any, *, checked: bool = False) -> list[SpsRow]:
-    """Turn one imported worklist item into its SPS rows, in canonical DICOM JSON form.
+    """Turn one imported worklist item into its SPS rows.
 
     ``checked``: the DICOM JSON shape was already validated (e.g. by ``parse_json_body``);
     otherwise an ill-formed object raises :class:`gateway.errors.InvalidPayload`. Raise
     :class:`MissingAttribute` / :class:`InvalidAttributeValue` when the item lacks what the
-    store keys on (Study Instance UID, SPS Sequence, SPS ID). Specific Character Set is
-    dropped: the stored text is Unicode and fronts encode on output.
+    store keys on (Study Instance UID, SPS Sequence, SPS ID).
+
+    Items are stored as received, not canonicalised (``normalize_json`` cost more than
+    half of the import time): the matcher compares values by meaning and fronts must read
+    any valid DICOM JSON anyway. Top-level keys are sorted; Specific Character Set (the
+    text is Unicode, fronts encode on output) and group lengths are dropped.
     """
     if not isinstance(item, dict):
         raise InvalidAttributeValue("a worklist item must be a JSON object")
     if not checked:
         validate_json_dataset(item)
-    item = normalize_json(item)
     study_values = _strings(item, STUDY_INSTANCE_UID)
     if not study_values:
         raise _missing(STUDY_INSTANCE_UID, "Study Instance UID")
@@ -169,7 +172,11 @@ def split_item(item: Any, *, checked: bool = False) -> list[SpsRow]:
     sps_items = [s for s in values(item.get(SPS_SEQUENCE)) if isinstance(s, dict)]
     if not sps_items:
         raise _missing(SPS_SEQUENCE, "Scheduled Procedure Step Sequence")
-    base = {k: v for k, v in item.items() if k not in (SPS_SEQUENCE, SPECIFIC_CHARACTER_SET)}
+    base = {
+        k: v
+        for k, v in item.items()
+        if k not in (SPS_SEQUENCE, SPECIFIC_CHARACTER_SET) and not k.endswith("0000")
+    }
     rows: list[SpsRow] = []
     seen: set[str] = set()
     for sps in sps_items:
