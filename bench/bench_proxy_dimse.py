@@ -68,7 +68,7 @@ def prepare(workdir: Path) -> tuple[Path, dict[str, Path]]:
     ct = dcmread(everything)
     ct.ScheduledProcedureStepSequence[0].Modality = "CT"
     ct.save_as(workdir / "ct.dcm", enforce_file_format=True)
-    return data, {"all 10 items": everything, "modality CT (3 items)": workdir / "ct.dcm"}
+    return data, {"all 10 items": everything, "modality CT (4 items)": workdir / "ct.dcm"}
 
 
 def gateway_config(port: int) -> str:

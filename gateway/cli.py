@@ -5,30 +5,14 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Sequence
-from pathlib import Path
 
 from gateway import __version__
+from gateway.commands._common import add_common_options
 from gateway.errors import ConfigError
 from gateway.logging import configure_logging
 from gateway.settings import Settings, load_settings
 
 Handler = Callable[[argparse.Namespace], int]
-
-
-def _add_common_options(parser: argparse.ArgumentParser, *, default: object) -> None:
-    """--config/--log-* go before or after the sub-command; sub-parsers must not reset them."""
-    parser.add_argument(
-        "--config",
-        type=Path,
-        default=default,
-        help="TOML configuration file (default: $MODALITY_GATEWAY_CONFIG, else built-in defaults)",
-    )
-    parser.add_argument(
-        "--log-format", choices=("console", "json"), default=default, help="override log_format"
-    )
-    parser.add_argument(
-        "--log-level", choices=("debug", "info", "warning", "error"), default=default
-    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -41,9 +25,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Modality Worklist and MPPS gateway between DIMSE and DICOMweb.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    _add_common_options(parser, default=None)
+    add_common_options(parser, default=None)
     common = argparse.ArgumentParser(add_help=False)
-    _add_common_options(common, default=argparse.SUPPRESS)
+    add_common_options(common)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     serve = sub.add_parser("serve", parents=[common], help="run the DIMSE and DICOMweb fronts")

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 from gateway.backends.base import Backend
 from gateway.backends.local import LocalBackend
-from gateway.errors import ConfigError
-from gateway.settings import LocalBackendSettings, Settings
+from gateway.settings import (
+    DicomwebBackendSettings,
+    DimseBackendSettings,
+    LocalBackendSettings,
+    Settings,
+)
 
 
 async def open_backend(name: str, settings: Settings) -> Backend:
@@ -13,7 +17,12 @@ async def open_backend(name: str, settings: Settings) -> Backend:
     config = settings.backends[name]
     if isinstance(config, LocalBackendSettings):
         return await LocalBackend.open(settings.store)
-    raise ConfigError(
-        f"backends.{name}.type",
-        f"backend type {config.type!r} is not available in this version",
-    )
+    if isinstance(config, DicomwebBackendSettings):
+        from gateway.backends.dicomweb import DicomwebBackend
+
+        return await DicomwebBackend.open(name, config)
+    if isinstance(config, DimseBackendSettings):
+        from gateway.backends.dimse import DimseBackend
+
+        return await DimseBackend.open(name, config, settings.store)
+    raise AssertionError(f"unhandled backend settings {config!r}")  # settings validated types

@@ -19,20 +19,32 @@ EXIT_FAILED = 1
 EXIT_USAGE = 2
 
 
-def add_common_options(parser: argparse.ArgumentParser) -> None:
-    """Let ``--config``/``--log-*`` also follow the sub-command (without resetting them)."""
-    parser.add_argument("--config", type=Path, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+def add_common_options(
+    parser: argparse.ArgumentParser, *, default: Any = argparse.SUPPRESS
+) -> None:
+    """``--config``/``--log-*`` may stand before or after the sub-command.
+
+    The top-level parser gets real defaults (``None``); sub-command parsers use SUPPRESS so
+    that they never reset a value given before the sub-command.
+    """
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=default,
+        help=shown
+        and "TOML configuration file (default: $MODALITY_GATEWAY_CONFIG, else built-in defaults)",
+    )
     parser.add_argument(
         "--log-format",
         choices=("console", "json"),
-        default=argparse.SUPPRESS,
-        help=argparse.SUPPRESS,
+        default=default,
+        help="override log_format",
     )
     parser.add_argument(
         "--log-level",
         choices=("debug", "info", "warning", "error"),
-        default=argparse.SUPPRESS,
-        help=argparse.SUPPRESS,
+        default=default,
+        help="override log_level",
     )
 
 

@@ -244,6 +244,7 @@ _HTTP_TO_KIND: dict[tuple[int, Operation | None], ErrorKind] = {
     (H.FORBIDDEN, None): K.UPSTREAM_REFUSED,
     (H.NOT_FOUND, None): K.NO_SUCH_INSTANCE,
     (H.NOT_FOUND, _F): K.NOT_SUPPORTED,
+    (H.NOT_FOUND, _C): K.NOT_SUPPORTED,  # Create on a missing collection: no MPPS service
     (H.METHOD_NOT_ALLOWED, None): K.NOT_SUPPORTED,
     (H.NOT_IMPLEMENTED, None): K.NOT_SUPPORTED,
     (H.CONFLICT, None): K.INCOMPATIBLE_UPDATE,

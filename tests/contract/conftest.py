@@ -19,6 +19,7 @@ from gateway.backends.base import Backend
 from gateway.backends.local import LocalBackend
 from gateway.model.types import JsonDataset
 from gateway.settings import StoreSettings
+from tests.fakes.origin import dicomweb_over
 
 
 @dataclass
@@ -43,7 +44,17 @@ async def _local(tmp_path: Path) -> AsyncIterator[Harness]:
         await backend.aclose()
 
 
-_FACTORIES: dict[str, Callable[[Path], AbstractAsyncContextManager[Harness]]] = {"local": _local}
+@asynccontextmanager
+async def _dicomweb(tmp_path: Path) -> AsyncIterator[Harness]:
+    """The dicomweb backend relaying to our own DICOMweb front over a local store."""
+    async with _local(tmp_path) as local, dicomweb_over(local.backend, page_size=50) as relay:
+        yield Harness(backend=relay, seed=local.seed, delete_mpps=local.delete_mpps)
+
+
+_FACTORIES: dict[str, Callable[[Path], AbstractAsyncContextManager[Harness]]] = {
+    "local": _local,
+    "dicomweb": _dicomweb,
+}
 
 
 @pytest.fixture(params=sorted(_FACTORIES))

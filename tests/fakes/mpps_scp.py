@@ -33,11 +33,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, evt
+from pynetdicom.dimse_primitives import N_CREATE, N_GET, N_SET
 from pynetdicom.events import Event
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     ModalityPerformedProcedureStep,
@@ -131,7 +132,7 @@ class FakeRis:
     # -- control ---------------------------------------------------------------------------
 
     def start(self) -> FakeRis:
-        handlers = [
+        handlers: list[Any] = [
             (evt.EVT_N_CREATE, self._on_create),
             (evt.EVT_N_SET, self._on_set),
             (evt.EVT_N_GET, self._on_get),
@@ -195,7 +196,7 @@ class FakeRis:
         return True
 
     def _on_create(self, event: Event) -> tuple[Status, Dataset | None]:
-        req = event.request
+        req = cast(N_CREATE, event.request)
         uid = str(req.AffectedSOPInstanceUID)
         ds = event.attribute_list
         self._record(event, "create", uid, ds)
@@ -210,7 +211,7 @@ class FakeRis:
         return DimseStatus.SUCCESS, ds
 
     def _on_set(self, event: Event) -> tuple[Status, Dataset | None]:
-        req = event.request
+        req = cast(N_SET, event.request)
         uid = str(req.RequestedSOPInstanceUID)
         mods = event.modification_list
         self._record(event, "set", uid, mods)
@@ -233,7 +234,7 @@ class FakeRis:
         return DimseStatus.SUCCESS, mods
 
     def _on_get(self, event: Event) -> tuple[Status, Dataset | None]:
-        req = event.request
+        req = cast(N_GET, event.request)
         uid = str(req.RequestedSOPInstanceUID)
         listed = req.AttributeIdentifierList
         if listed is None:

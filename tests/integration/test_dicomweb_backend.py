@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
 import socket
@@ -397,7 +398,7 @@ async def test_slow_origin_times_out_and_the_request_is_abandoned(origin: FakeOr
         origin.fail("create", Fault(hang=True))
         with pytest.raises(UpstreamTimeout) as raised:
             await backend.create_mpps(MPPS_UID, minimal_create())
-        await origin.aborted.wait()  # the origin saw the connection go away
+        await asyncio.wait_for(origin.aborted.wait(), 10)  # the origin saw the connection go away
         failure = dimse_failure(raised.value, Operation.CREATE)
         assert failure.status is DimseStatus.PROCESSING_FAILURE  # outcome unknown, not 0213
         assert "outcome unknown" in failure.error_comment

@@ -188,7 +188,7 @@ async def test_results_arrive_before_the_page_is_complete_and_close_aborts_it() 
         first = [await anext(search) for _ in range(3)]
         assert first == origin.worklist[:3]
         await search.aclose()  # C-CANCEL
-        await origin.aborted.wait()  # the origin saw the connection closed
+        await asyncio.wait_for(origin.aborted.wait(), 10)  # the origin saw the connection closed
         origin.stall_after = None
         assert await collect(backend, all_query()) == origin.worklist  # still serving
 
@@ -203,11 +203,11 @@ async def test_cancelling_the_consuming_task_aborts_the_request() -> None:
             return await anext(search)
 
         task = asyncio.create_task(first())
-        await origin.received.wait()
+        await asyncio.wait_for(origin.received.wait(), 10)
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
-        await origin.aborted.wait()
+        await asyncio.wait_for(origin.aborted.wait(), 10)
 
 
 async def test_a_stalled_page_times_out() -> None:

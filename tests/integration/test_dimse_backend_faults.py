@@ -378,3 +378,34 @@ async def wait_for(condition: Any, limit_s: float = 5.0) -> None:
     with anyio.fail_after(limit_s):
         while not condition():  # noqa: ASYNC110
             await anyio.sleep(0.01)
+
+
+async def test_check_ready(ris: FakeRis, tmp_path: Path) -> None:
+    backend = await open_backend(ris.port, tmp_path, max_associations=1, timeout_s=5.0)
+    down = await open_backend(free_port(), tmp_path, timeout_s=1.0)
+    try:
+        await backend.check_ready()
+        with pytest.raises(GatewayError) as caught:
+            await down.check_ready()
+        assert http_status(caught.value, FIND) == 503
+        # Every association busy with a slow Search: ready at once, no queueing.
+        ris.hold("find")
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(search, backend)
+            await wait_for(lambda: len(ris.ops("find")) == 1)
+            with anyio.fail_after(1.0):
+                await backend.check_ready()
+            ris.release()
+    finally:
+        ris.release()
+        await backend.aclose()
+        await down.aclose()
+
+
+def test_matching_keys_are_checked_at_open(tmp_path: Path) -> None:
+    from gateway.errors import ConfigError
+
+    settings = settings_for(1, matching_keys=("PatientID", "NoSuchKeyword"))
+    with pytest.raises(ConfigError) as caught:
+        anyio.run(DimseBackend.open, "ris", settings, StoreSettings(tmp_path / "g.db"))
+    assert caught.value.key == "backends.ris.matching_keys[1]"

@@ -154,7 +154,7 @@ def gateways(tmp_path: Path) -> Iterator[list[GatewayProcess]]:
     """Gateway processes started by a test; all stopped at its end."""
     started: list[GatewayProcess] = []
     yield started
-    for gateway in started:
+    for gateway in reversed(started):  # A before B: A releases its associations to B
         gateway.stop()
 
 

@@ -131,7 +131,7 @@ class DimseBackend:
             Operation.CREATE,
             idempotent=False,
         )
-        await self.mirror.put(uid, stored)
+        await self._keep_copy(uid, stored)
         log.info("MPPS created upstream", backend=self.name, uid=uid)
         return MppsResult(stored, _warnings(result))
 
@@ -151,7 +151,7 @@ class DimseBackend:
         except NoSuchInstance as exc:
             raise _gone_if_known(exc, stored) from None
         if merged is not None:
-            await self.mirror.put(uid, merged)
+            await self._keep_copy(uid, merged)
         log.info("MPPS updated upstream", backend=self.name, uid=uid)
         if merged is not None:
             return MppsResult(merged, _warnings(result))
@@ -187,7 +187,13 @@ class DimseBackend:
     # --- lifecycle ------------------------------------------------------------------------
 
     async def check_ready(self) -> None:
-        """Associate (or reuse an association) and C-ECHO when Verification was accepted."""
+        """Associate (or reuse an association) and C-ECHO when Verification was accepted.
+
+        With every association in use the RIS is evidently answering: ready, at once (a
+        readiness probe must not queue behind Searches).
+        """
+        if self.pool.saturated:
+            return
         async with self.pool.lease() as lease:
             await lease.run(_echo)
 
@@ -206,6 +212,13 @@ class DimseBackend:
         ds = json_to_dataset(body)
         set_charset(ds, self.settings.charset, InvalidAttributeValue)
         return ds
+
+    async def _keep_copy(self, uid: str, dataset: JsonDataset) -> None:
+        """Mirror ``dataset``; the RIS has already done the work, so a failure only logs."""
+        try:
+            await self.mirror.put(uid, dataset)
+        except GatewayError as exc:
+            log.warning("MPPS mirror not updated", backend=self.name, uid=uid, error=str(exc))
 
     async def _from_mirror(self, uid: str, tags: Sequence[int] | None) -> MppsResult:
         stored = await self.mirror.get(uid)

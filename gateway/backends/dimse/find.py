@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 import time
 from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
@@ -129,24 +130,20 @@ def plan_find(query: WorklistQuery, ris_keys: RisMatchingKeys, charset: str) -> 
     return FindPlan(identifier, local_filter, keep_empty)
 
 
-def _return_keys(query: WorklistQuery) -> list[TagPath]:
-    """Every Type 1/2 key (all K.6-1 keys for ``includefield=all``), minus what is whole.
+def _return_keys(query: WorklistQuery) -> Sequence[TagPath]:
+    """Every Type 1/2 key, or every K.6-1 key for ``includefield=all``.
 
-    A sequence the query asks for without nested keys is returned whole by the SCP
-    (PS3.4 C.2.2.2.6); adding nested keys to it would shrink it, so none are added.
+    :meth:`WorklistQuery.with_return_keys` leaves out paths inside a sequence the query
+    asks for whole, so the SCP still returns that sequence whole (PS3.4 C.2.2.2.6).
     """
-    whole = {
-        k.path
-        for k in query.keys
-        if k.vr == "SQ" and not any(o.path[: len(k.path)] == k.path and o != k for o in query.keys)
-    }
-    wanted: Sequence[TagPath] = mwl_keys.DICOMWEB_REQUIRED_RETURN_KEYS
     if query.include_all:
-        wanted = _all_model_keys()
-    return [p for p in wanted if not any(p[: len(w)] == w and p != w for w in whole)]
+        return _all_model_keys()
+    return mwl_keys.DICOMWEB_REQUIRED_RETURN_KEYS
 
 
-def _all_model_keys() -> list[TagPath]:
+@functools.cache
+def _all_model_keys() -> tuple[TagPath, ...]:
+    """K.6-1 with its sequence structure; code sequences are asked for whole."""
     out: list[TagPath] = []
     for path, key in mwl_keys.MWL_KEYS.items():
         if key.source != "K.6-1":
@@ -155,7 +152,7 @@ def _all_model_keys() -> list[TagPath]:
         if any(mwl_keys.MWL_KEYS[a].code_sequence for a in ancestors if a in mwl_keys.MWL_KEYS):
             continue
         out.append(path)
-    return out
+    return tuple(out)
 
 
 def set_charset(ds: Dataset, charset: str, error: type[GatewayError]) -> None:

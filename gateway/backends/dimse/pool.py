@@ -129,6 +129,11 @@ class AssociationPool:
         return len(self._idle)
 
     @property
+    def saturated(self) -> bool:
+        """Every association is lent out right now."""
+        return self._slots.value == 0
+
+    @property
     def open_count(self) -> int:
         """Associations currently open (idle or lent)."""
         return sum(1 for assoc in self._live if assoc.is_established)
@@ -230,7 +235,10 @@ class AssociationPool:
                 "the RIS cannot be reached", upstream_detail=f"{self._where}: {exc}"
             ) from exc
         if not assoc.is_established:
-            raise association_failure(assoc, self._where)
+            error = association_failure(assoc, self._where)
+            if assoc.is_rejected:  # a configuration problem on one side or the other
+                log.warning("association rejected", ris=self._where, detail=error.upstream_detail)
+            raise error
         assoc.network_timeout_response = "A-RELEASE"
         return assoc
 
