@@ -31,8 +31,7 @@ def add_common_options(
         "--config",
         type=Path,
         default=default,
-        help=shown
-        and "TOML configuration file (default: $MODALITY_GATEWAY_CONFIG, else built-in defaults)",
+        help="TOML configuration file (default: $MODALITY_GATEWAY_CONFIG, else built-in defaults)",
     )
     parser.add_argument(
         "--log-format",
