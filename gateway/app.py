@@ -8,7 +8,7 @@ front runs pynetdicom's own threads and reaches the async backends only through 
 from __future__ import annotations
 
 import signal
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 
@@ -90,6 +90,20 @@ async def run_gateway(
 ) -> None:
     """Run both fronts until ``stop`` is set or SIGTERM/SIGINT arrives."""
     stop = stop or anyio.Event()
+    # Take SIGTERM/SIGINT before anything listens, so a signal right after readiness is
+    # handled as a graceful stop rather than killing the process.
+    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        await _serve_until_stopped(settings, demo, on_ready, stop, signals)
+    log.info("stopped")
+
+
+async def _serve_until_stopped(
+    settings: Settings,
+    demo: bool,
+    on_ready: ReadyCallback | None,
+    stop: anyio.Event,
+    signals: AsyncIterator[int],
+) -> None:
     async with AsyncExitStack() as stack:
         portal = await stack.enter_async_context(BlockingPortal())
         backends = await _open_backends(settings, stack)
@@ -122,14 +136,13 @@ async def run_gateway(
         # Background tasks live in their own task group so that cancelling them at shutdown
         # leaves the exit stack (fronts, backends, portal) to close outside any cancel scope.
         async with anyio.create_task_group() as tg:
-            tg.start_soon(_watch_signals, stop)
+            tg.start_soon(_watch_signals, signals, stop)
             _start_retention(settings, backends, tg)
             if on_ready is not None:
                 on_ready(running)
             await stop.wait()
             log.info("shutting down", grace_s=settings.shutdown_grace_s)
             tg.cancel_scope.cancel()
-    log.info("stopped")
 
 
 def _start_retention(
@@ -144,12 +157,11 @@ def _start_retention(
     tg.start_soon(run_retention, local, settings.store)
 
 
-async def _watch_signals(stop: anyio.Event) -> None:
-    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-        async for signum in signals:
-            log.info("signal received", signal=signal.Signals(signum).name)
-            stop.set()
-            return
+async def _watch_signals(signals: AsyncIterator[int], stop: anyio.Event) -> None:
+    async for signum in signals:
+        log.info("signal received", signal=signal.Signals(signum).name)
+        stop.set()
+        return
 
 
 def serve(settings: Settings, *, demo: bool = False) -> int:

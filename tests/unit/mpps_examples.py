@@ -67,7 +67,7 @@ def minimal_create() -> JsonDataset:
         "00200010": attr("SH", "S-0815"),
         "00400241": attr("AE", "CTSCANNER"),
         "00400242": attr("SH", "CT01"),
-        "00400243": attr("SH", "Radiology CT room 1"),
+        "00400243": attr("SH", "CT room 1"),
         "00400244": attr("DA", "20250101"),
         "00400245": attr("TM", "0930"),
         "00400250": attr("DA"),
