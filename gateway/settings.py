@@ -108,6 +108,10 @@ class DicomwebBackendSettings:
     headers: Mapping[str, str] = field(default_factory=dict)
     ca_file: Path | None = None
     verify_tls: bool = True
+    store_and_forward: bool = True  # queue MPPS writes durably while the upstream is down
+    max_queue_age_h: float = 72.0  # a queued message older than this is dead-lettered
+    retry_initial_s: float = 1.0  # first redelivery delay (doubles, with jitter)
+    retry_max_s: float = 300.0  # longest delay between redeliveries
 
 
 @dataclass(frozen=True)
@@ -124,6 +128,10 @@ class DimseBackendSettings:
     matching_keys: tuple[str, ...] = ()
     mpps_retrieve: MppsRetrieveMode = "n-get"
     charset: str = "ISO_IR 192"
+    store_and_forward: bool = True  # queue MPPS writes durably while the upstream is down
+    max_queue_age_h: float = 72.0  # a queued message older than this is dead-lettered
+    retry_initial_s: float = 1.0  # first redelivery delay (doubles, with jitter)
+    retry_max_s: float = 300.0  # longest delay between redeliveries
 
 
 BackendSettings = LocalBackendSettings | DicomwebBackendSettings | DimseBackendSettings

@@ -33,6 +33,10 @@ class Backend(Protocol):
     """Search the worklist and create, update, retrieve MPPS instances."""
 
     name: str
+    cheap_remaining_count: bool
+    """True when reading every match is cheap (a local index), so a paged Search can
+    report the exact number of remaining results. False for upstreams, where a front that
+    wants one page stops early (C-CANCEL, HTTP request aborted) instead of counting."""
 
     def search_worklist(self, query: WorklistQuery) -> AsyncIterator[JsonDataset]:
         """Stream every scheduled procedure step matching ``query``.

@@ -53,8 +53,14 @@ MULTIPLE_VALUE_NOT_SUPPORTED = (
 )
 
 
-def remaining_text(remaining: int) -> str:
-    """The exact text of PS3.18 8.3.4.4.1 for matches not yet returned."""
+def remaining_text(remaining: int | None) -> str:
+    """The text of PS3.18 8.3.4.4.1 for matches not yet returned.
+
+    ``None``: more matches exist but the search stopped early (upstream backends), so the
+    count is unknown and left out rather than invented.
+    """
+    if remaining is None:
+        return "There are additional results that can be requested"
     return f"There are {remaining} additional results that can be requested"
 
 

@@ -46,9 +46,18 @@ def _feature_warnings(call: Call, query: WorklistQuery) -> list[str]:
 
 
 async def collect_page(
-    results: AsyncIterator[JsonDataset], offset: int, limit: int, request: web.Request
-) -> tuple[list[JsonDataset], int]:
-    """Skip ``offset`` matches, keep ``limit``, count the rest; always close ``results``."""
+    results: AsyncIterator[JsonDataset],
+    offset: int,
+    limit: int,
+    request: web.Request,
+    *,
+    count_all: bool = True,
+) -> tuple[list[JsonDataset], int | None]:
+    """Skip ``offset`` matches, keep ``limit``, count the rest; always close ``results``.
+
+    With ``count_all`` false the search stops at the first match past the page, and the
+    remaining count is ``None`` (unknown but non-zero) when there is one.
+    """
     page: list[JsonDataset] = []
     seen = 0
     try:
@@ -59,11 +68,15 @@ async def collect_page(
             if offset <= seen < offset + limit:
                 page.append(item)
             seen += 1
+            if not count_all and seen > offset + limit:
+                break
     finally:
         aclose = getattr(results, "aclose", None)
         if aclose is not None:
             await aclose()
     remaining = max(0, seen - offset - len(page))
+    if not count_all and remaining:
+        return page, None
     return page, remaining
 
 
@@ -78,12 +91,17 @@ async def search(call: Call) -> web.StreamResponse:
     limit = web_settings.max_search_limit
     if query.limit is not None:
         limit = min(query.limit, limit)
+    backend = call.ctx.backend
     page, remaining = await collect_page(
-        call.ctx.backend.search_worklist(fetch), query.offset, limit, call.request
+        backend.search_worklist(fetch),
+        query.offset,
+        limit,
+        call.request,
+        count_all=backend.cheap_remaining_count,
     )
     results: Sequence[JsonDataset] = [fetch.project(item) for item in page]
     call.log_fields.update(results=len(results), remaining=remaining)
-    if remaining > 0:
+    if remaining is None or remaining > 0:
         warnings.append(remaining_text(remaining))
     if not results:
         response = web.Response(status=int(HttpStatus.NO_CONTENT))

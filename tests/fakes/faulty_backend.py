@@ -32,6 +32,7 @@ class FaultyBackend:
 
     def __init__(self, inner: Backend) -> None:
         self.inner = inner
+        self.cheap_remaining_count = inner.cheap_remaining_count
         self.faults: dict[str, BaseException] = {}
         self.sticky: set[str] = set()
         self.stall: SearchStall | None = None

@@ -234,12 +234,6 @@ def test_offset_and_limit(ris: Wlmscpfs, proxy: Web) -> None:
 
 @pytest.mark.dcmtk
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="the DICOMweb front reads every match to count the 'remaining' Warning "
-    "(gateway/web/search.py collect_page); it must stop after offset+limit for a backend "
-    "with cheap_remaining_count = False, such as DimseBackend",
-)
 def test_limit_returns_early_and_cancels(
     dcmtk_worklist: Path, dcmtk_queries: list[Path], tmp_path: Path, gateways: list[Any]
 ) -> None:

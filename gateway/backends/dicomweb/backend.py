@@ -55,6 +55,9 @@ _WARNING_RE = re.compile(r"^\s*\d{3}\s+\S+\s+(.*)$", re.DOTALL)
 class DicomwebBackend:
     """The Backend protocol on an upstream DICOMweb origin server."""
 
+    # Counting every match would page through the whole upstream result set.
+    cheap_remaining_count = False
+
     def __init__(self, name: str, settings: DicomwebBackendSettings, client: DicomwebClient):
         self.name = name
         self._settings = settings

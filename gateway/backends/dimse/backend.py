@@ -39,6 +39,7 @@ from gateway.errors import (
     InstanceGone,
     InvalidAttributeValue,
     NoSuchInstance,
+    UpstreamTimeout,
     UpstreamUnavailable,
 )
 from gateway.logging import get_logger
@@ -245,6 +246,11 @@ class DimseBackend:
                     return await lease.run(lambda assoc: op(assoc, next_message_id()))
                 except n_ops.NotNegotiated as exc:
                     raise not_negotiated(operation, exc.sop_class) from None
+                except UpstreamTimeout:
+                    # No answer (pynetdicom aborted, or the RIS did): never reuse it, even
+                    # while pynetdicom still calls it established for a moment.
+                    lease.discard()
+                    raise
                 except (AssociationLost, AssociationDropped) as exc:
                     lease.discard()
                     stale = isinstance(exc, AssociationLost) or (idempotent and exc.quick)

@@ -213,6 +213,7 @@ class FindCall:
         self.started = False
         self.finished = False  # the RIS sent its final status (or the association died)
         self.cancelled = False
+        self.broken = False  # no answer (abort, timeout): the association is unusable
 
     def start(self, assoc: Association) -> None:
         """Send the C-FIND-RQ."""
@@ -282,6 +283,7 @@ class FindCall:
         status, identifier = next(self._responses, (Dataset(), None))
         if outcomes.status_code(status) is None:
             self.finished = True
+            self.broken = True
             elapsed = time.monotonic() - started
             raise outcomes.no_response(Operation.FIND, elapsed_s=elapsed, timeout_s=self._timeout_s)
         return status, identifier
@@ -368,7 +370,8 @@ async def stream_find(
 async def _finish(lease: Lease, call: FindCall) -> None:
     """Cancel an unfinished C-FIND (shielded: it runs while the consumer goes away)."""
     if call.finished:
-        if not lease.assoc.is_established:
+        # pynetdicom may still call an aborted association established for a moment.
+        if call.broken or not lease.assoc.is_established:
             lease.discard()
         return
     with anyio.CancelScope(shield=True):

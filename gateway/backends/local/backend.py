@@ -130,6 +130,7 @@ class LocalBackend:
     """The Backend protocol on SQLite (WAL), plus worklist maintenance for operators."""
 
     name: str = "local"
+    cheap_remaining_count = True
 
     def __init__(self, settings: StoreSettings, writer: sqlite3.Connection) -> None:
         """Use :meth:`open`; this only wires an already opened writer connection."""
