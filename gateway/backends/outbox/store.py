@@ -1,0 +1,380 @@
+"""The durable outbox: queued MPPS messages and the gateway's own copy of each MPPS.
+
+Why a table in the embedded store: a message is acknowledged to the modality only after
+its row is committed (WAL, ``synchronous=FULL``), so ``kill -9`` loses nothing that was
+acknowledged. Two tables of our own, keyed by backend name, next to the local store's:
+
+* ``outbox_message``: one row per queued Create/Update, ``id`` gives the order per UID;
+  ``state`` is ``queued`` or ``dead`` (dead-letter). Delivered rows are deleted.
+* ``outbox_mpps``: the MPPS as the gateway last accepted it (forwarded or queued); queued
+  messages are validated against it with the shared rules of :mod:`gateway.model.mpps`.
+
+Functions here are blocking and take a connection; :class:`OutboxStore` runs them in one
+worker thread at a time and commits concurrent writes together (group commit).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import anyio
+
+from gateway.errors import Busy, InternalError
+from gateway.model.types import JsonDataset
+
+T = TypeVar("T")
+Op = Literal["create", "update"]
+State = Literal["queued", "dead"]
+
+BUSY_TIMEOUT_S = 10.0
+
+_DDL = (
+    """
+    CREATE TABLE IF NOT EXISTS outbox_message (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        backend TEXT NOT NULL,
+        uid TEXT NOT NULL,
+        op TEXT NOT NULL,
+        body TEXT NOT NULL,
+        state TEXT NOT NULL DEFAULT 'queued',
+        created_at REAL NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_at REAL NOT NULL,
+        last_error TEXT
+    )
+    """,
+    "CREATE INDEX IF NOT EXISTS outbox_message_uid ON outbox_message (backend, uid, id)",
+    """
+    CREATE TABLE IF NOT EXISTS outbox_mpps (
+        backend TEXT NOT NULL,
+        uid TEXT NOT NULL,
+        doc TEXT NOT NULL,
+        updated_at REAL NOT NULL,
+        PRIMARY KEY (backend, uid)
+    ) WITHOUT ROWID
+    """,
+)
+
+_COLUMNS = "id, backend, uid, op, body, state, created_at, attempts, next_at, last_error"
+
+
+@dataclass(frozen=True)
+class Message:
+    """One queued (or dead-lettered) MPPS write."""
+
+    id: int
+    backend: str
+    uid: str
+    op: Op
+    body: JsonDataset
+    state: State
+    created_at: float
+    attempts: int
+    next_at: float
+    last_error: str | None
+
+    @classmethod
+    def from_row(cls, row: tuple[Any, ...]) -> Message:
+        """A message from a ``SELECT {_COLUMNS}`` row."""
+        return cls(
+            id=int(row[0]),
+            backend=str(row[1]),
+            uid=str(row[2]),
+            op=row[3],
+            body=json.loads(row[4]),
+            state=row[5],
+            created_at=float(row[6]),
+            attempts=int(row[7]),
+            next_at=float(row[8]),
+            last_error=row[9],
+        )
+
+
+@dataclass(frozen=True)
+class QueueStats:
+    """Queue depth for probes and logs (no patient data)."""
+
+    queued: int
+    dead: int
+    oldest_created_at: float | None
+
+    def as_dict(self, now: float) -> dict[str, float | int | None]:
+        """JSON-friendly: counts and the oldest message's age in seconds."""
+        age = None if self.oldest_created_at is None else round(now - self.oldest_created_at, 1)
+        return {"queued": self.queued, "dead": self.dead, "oldest_age_s": age}
+
+
+def _dumps(dataset: JsonDataset) -> str:
+    return json.dumps(dataset, separators=(",", ":"), ensure_ascii=False)
+
+
+# --- blocking operations on one connection -------------------------------------------------
+
+
+def connect(path: Path) -> sqlite3.Connection:
+    """Open (creating if needed) the outbox tables in the SQLite file at ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(
+        str(path), isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_S
+    )
+    try:
+        conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if str(mode).lower() != "wal":
+            raise InternalError(f"the outbox cannot use WAL journaling (got {mode!r})")
+        conn.execute("PRAGMA synchronous = FULL")
+        conn.execute("BEGIN IMMEDIATE")
+        for statement in _DDL:
+            conn.execute(statement)
+        conn.execute("COMMIT")
+    except sqlite3.Error as exc:
+        conn.close()
+        raise InternalError(f"cannot open the outbox at {path}: {exc}") from exc
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def mirror_get(conn: sqlite3.Connection, backend: str, uid: str) -> JsonDataset | None:
+    """The gateway's copy of MPPS ``uid``, or None."""
+    row = conn.execute(
+        "SELECT doc FROM outbox_mpps WHERE backend = ? AND uid = ?", (backend, uid)
+    ).fetchone()
+    if row is None:
+        return None
+    doc: JsonDataset = json.loads(row[0])
+    return doc
+
+
+def mirror_put(
+    conn: sqlite3.Connection, backend: str, uid: str, doc: JsonDataset | None, now: float
+) -> None:
+    """Replace the copy of ``uid`` (``None`` forgets it: its state is no longer known)."""
+    if doc is None:
+        conn.execute("DELETE FROM outbox_mpps WHERE backend = ? AND uid = ?", (backend, uid))
+        return
+    conn.execute(
+        "INSERT INTO outbox_mpps (backend, uid, doc, updated_at) VALUES (?, ?, ?, ?)"
+        " ON CONFLICT (backend, uid) DO UPDATE"
+        " SET doc = excluded.doc, updated_at = excluded.updated_at",
+        (backend, uid, _dumps(doc), now),
+    )
+
+
+def insert_message(
+    conn: sqlite3.Connection, backend: str, uid: str, op: Op, body: JsonDataset, now: float
+) -> int:
+    """Queue one message, due at once; its id."""
+    cursor = conn.execute(
+        "INSERT INTO outbox_message (backend, uid, op, body, created_at, next_at)"
+        " VALUES (?, ?, ?, ?, ?, ?)",
+        (backend, uid, op, _dumps(body), now, now),
+    )
+    assert cursor.lastrowid is not None
+    return int(cursor.lastrowid)
+
+
+def backlog_uids(conn: sqlite3.Connection, backend: str) -> set[str]:
+    """Every UID with a queued or dead message."""
+    rows = conn.execute(
+        "SELECT DISTINCT uid FROM outbox_message WHERE backend = ?", (backend,)
+    ).fetchall()
+    return {str(r[0]) for r in rows}
+
+
+def head(conn: sqlite3.Connection, backend: str, uid: str) -> Message | None:
+    """The oldest message of ``uid`` (the only one that may be sent next)."""
+    row = conn.execute(
+        f"SELECT {_COLUMNS} FROM outbox_message WHERE backend = ? AND uid = ?"
+        " ORDER BY id LIMIT 1",
+        (backend, uid),
+    ).fetchone()
+    return None if row is None else Message.from_row(row)
+
+
+def due_heads(conn: sqlite3.Connection, backend: str, now: float, limit: int) -> list[Message]:
+    """Queued head messages due by ``now``, oldest due first."""
+    rows = conn.execute(
+        f"SELECT {_COLUMNS} FROM outbox_message WHERE id IN"
+        " (SELECT MIN(id) FROM outbox_message WHERE backend = ? GROUP BY uid)"
+        " AND state = 'queued' AND next_at <= ? ORDER BY next_at, id LIMIT ?",
+        (backend, now, limit),
+    ).fetchall()
+    return [Message.from_row(r) for r in rows]
+
+
+def next_due(conn: sqlite3.Connection, backend: str) -> float | None:
+    """When the earliest queued head message becomes due."""
+    row = conn.execute(
+        "SELECT MIN(next_at) FROM outbox_message WHERE id IN"
+        " (SELECT MIN(id) FROM outbox_message WHERE backend = ? GROUP BY uid)"
+        " AND state = 'queued'",
+        (backend,),
+    ).fetchone()
+    return None if row is None or row[0] is None else float(row[0])
+
+
+def delete_message(conn: sqlite3.Connection, message_id: int) -> bool:
+    """Delivered or dropped: the row goes; False if it was already gone."""
+    return conn.execute("DELETE FROM outbox_message WHERE id = ?", (message_id,)).rowcount > 0
+
+
+def postpone(
+    conn: sqlite3.Connection, message_id: int, attempts: int, next_at: float, reason: str
+) -> None:
+    """A failed attempt: count it and set when to try again."""
+    conn.execute(
+        "UPDATE outbox_message SET attempts = ?, next_at = ?, last_error = ? WHERE id = ?",
+        (attempts, next_at, reason, message_id),
+    )
+
+
+def kill(conn: sqlite3.Connection, message_id: int, attempts: int, reason: str) -> None:
+    """Move a message to the dead-letter state (it then blocks its UID until retried)."""
+    conn.execute(
+        "UPDATE outbox_message SET state = 'dead', attempts = ?, last_error = ? WHERE id = ?",
+        (attempts, reason, message_id),
+    )
+
+
+def revive(conn: sqlite3.Connection, message_id: int | None, now: float) -> int:
+    """``outbox retry``: dead (or waiting) messages become due now; how many."""
+    sql = "UPDATE outbox_message SET state = 'queued', attempts = 0, next_at = ?"
+    if message_id is None:
+        return conn.execute(sql + " WHERE state = 'dead'", (now,)).rowcount
+    return conn.execute(sql + " WHERE id = ?", (now, message_id)).rowcount
+
+
+def get_message(conn: sqlite3.Connection, message_id: int) -> Message | None:
+    """One message by id (any backend)."""
+    row = conn.execute(
+        f"SELECT {_COLUMNS} FROM outbox_message WHERE id = ?", (message_id,)
+    ).fetchone()
+    return None if row is None else Message.from_row(row)
+
+
+def list_messages(conn: sqlite3.Connection, state: State | None, limit: int) -> list[Message]:
+    """Messages of every backend in queue order."""
+    where, params = ("", ()) if state is None else (" WHERE state = ?", (state,))
+    rows = conn.execute(
+        f"SELECT {_COLUMNS} FROM outbox_message{where} ORDER BY id LIMIT ?", (*params, limit)
+    ).fetchall()
+    return [Message.from_row(r) for r in rows]
+
+
+def stats(conn: sqlite3.Connection, backend: str | None) -> QueueStats:
+    """Counts per state and the oldest message's creation time."""
+    where, params = ("", ()) if backend is None else (" WHERE backend = ?", (backend,))
+    row = conn.execute(
+        "SELECT SUM(state = 'queued'), SUM(state = 'dead'), MIN(created_at)"
+        f" FROM outbox_message{where}",
+        params,
+    ).fetchone()
+    return QueueStats(queued=int(row[0] or 0), dead=int(row[1] or 0), oldest_created_at=row[2])
+
+
+# --- the async side --------------------------------------------------------------------------
+
+
+class _Pending:
+    """A write waiting for the next group commit."""
+
+    def __init__(self, fn: Callable[[sqlite3.Connection], Any]) -> None:
+        self.fn = fn
+        self.done = False
+        self.result: Any = None
+        self.error: BaseException | None = None
+
+
+class OutboxStore:
+    """One connection, one worker thread at a time; concurrent writes share one commit.
+
+    Group commit is why the outbox keeps up with many modalities: each commit waits for
+    an fsync, so writes that arrive while one commits are committed together, each in its
+    own savepoint (one failing write never takes the others with it).
+    """
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+        self._limiter = anyio.CapacityLimiter(1)
+        self._write_lock = anyio.Lock()
+        self._pending: list[_Pending] = []
+        self._closed = False
+
+    @classmethod
+    async def open(cls, path: Path) -> OutboxStore:
+        """Open the outbox tables in the SQLite file at ``path``."""
+        return cls(await anyio.to_thread.run_sync(connect, path))
+
+    async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run a read on the worker thread."""
+        self._check_open()
+        return await anyio.to_thread.run_sync(self._guarded, fn, limiter=self._limiter)
+
+    async def write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn`` in a committed transaction; returns after the commit (shielded)."""
+        self._check_open()
+        item = _Pending(fn)
+        self._pending.append(item)
+        with anyio.CancelScope(shield=True):
+            async with self._write_lock:
+                if not item.done:
+                    batch, self._pending = self._pending, []
+                    await anyio.to_thread.run_sync(self._commit, batch, limiter=self._limiter)
+        if item.error is not None:
+            raise item.error
+        result: T = item.result
+        return result
+
+    async def aclose(self) -> None:
+        """Close the connection (after any write in progress)."""
+        async with self._write_lock:
+            if not self._closed:
+                self._closed = True
+                await anyio.to_thread.run_sync(self._conn.close, limiter=self._limiter)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise Busy("the outbox is closed; try again")
+
+    def _guarded(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        try:
+            return fn(self._conn)
+        except sqlite3.Error as exc:
+            raise _translate(exc) from exc
+
+    def _commit(self, batch: list[_Pending]) -> None:
+        conn = self._conn
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for item in batch:
+                conn.execute("SAVEPOINT one")
+                try:
+                    item.result = item.fn(conn)
+                    conn.execute("RELEASE one")
+                except Exception as exc:
+                    conn.execute("ROLLBACK TO one")
+                    conn.execute("RELEASE one")
+                    item.error = _translate(exc) if isinstance(exc, sqlite3.Error) else exc
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            for item in batch:
+                item.error = _translate(exc)
+        finally:
+            for item in batch:
+                item.done = True
+
+
+def _translate(exc: sqlite3.Error) -> Busy | InternalError:
+    text = str(exc).lower()
+    if isinstance(exc, sqlite3.OperationalError) and ("locked" in text or "busy" in text):
+        return Busy("the outbox is busy; try again", retry_after_s=1)
+    return InternalError(f"outbox failure: {exc}")
