@@ -232,3 +232,22 @@ async def test_discontinued_update_then_retrieve(gw: WebGateway) -> None:
     assert reply.status == 200
     stored = await gw.get(f"{RESOURCE}?includefield=00400252")
     assert stored.datasets()[0]["00400252"]["Value"] == ["DISCONTINUED"]
+
+
+async def test_upstream_backend_search_stops_after_the_page(local_backend: LocalBackend) -> None:
+    """An upstream (costly to count) backend is read only to one match past the page."""
+    from tests.fakes.faulty_backend import FaultyBackend
+
+    await local_backend.upsert_worklist_items(demo_worklist())
+    upstream = FaultyBackend(local_backend)
+    upstream.cheap_remaining_count = False
+    async with running_gateway(upstream) as gw:
+        first = await gw.get(f"/{SPS}?limit=2")
+        assert len(first.datasets()) == 2
+        assert first.warnings == [
+            f"299 {gw.service}: There are additional results that can be requested"
+        ]
+        last = await gw.get(f"/{SPS}?offset=4&limit=2")
+        assert len(last.datasets()) == 2
+        assert last.warnings == []
+    assert upstream.closed_searches == 2
