@@ -201,3 +201,31 @@ class ConfigError(Exception):
         super().__init__(f"{key}: {reason}")
         self.key = key
         self.reason = reason
+
+
+def error_of_kind(
+    kind: ErrorKind,
+    message: str,
+    *,
+    offending: Iterable[int] = (),
+    upstream_status: int | None = None,
+    upstream_detail: str | None = None,
+    retry_after_s: int | None = None,
+) -> GatewayError:
+    """An instance of the error class that stands for ``kind`` (for translated upstream
+    outcomes, which arrive as a kind from :mod:`gateway.model.status`)."""
+    cls = _CLASS_OF_KIND.get(kind, UpstreamFailure)
+    return cls(
+        message,
+        offending=offending,
+        upstream_status=upstream_status,
+        upstream_detail=upstream_detail,
+        retry_after_s=retry_after_s,
+    )
+
+
+_CLASS_OF_KIND: dict[ErrorKind, type[GatewayError]] = {
+    cls.kind: cls
+    for cls in list(globals().values())
+    if isinstance(cls, type) and issubclass(cls, GatewayError) and cls is not GatewayError
+}

@@ -12,7 +12,9 @@ import sys
 from collections.abc import MutableMapping
 from typing import Any
 
+import pydicom.config
 import structlog
+from pynetdicom import _config as pynetdicom_config
 
 PHI_KEYS = frozenset(
     {
@@ -63,6 +65,14 @@ def configure_logging(*, level: str = "info", fmt: str = "console", log_phi: boo
         level=numeric, stream=sys.stderr, format="%(levelname)s %(name)s %(message)s"
     )
     logging.getLogger("pynetdicom").setLevel(pynetdicom_level)
+    # pynetdicom renders every C-FIND identifier for an INFO record even when INFO is off;
+    # that costs more than receiving the item, and the text is patient data.
+    identifiers_logged = log_phi and pynetdicom_level <= logging.INFO
+    pynetdicom_config.LOG_REQUEST_IDENTIFIERS = identifiers_logged
+    pynetdicom_config.LOG_RESPONSE_IDENTIFIERS = identifiers_logged
+    # pydicom's value-validation warnings quote the offending value (patient data).
+    if not log_phi:
+        pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
 
 
 def get_logger(name: str) -> Any:

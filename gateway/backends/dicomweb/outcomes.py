@@ -23,7 +23,7 @@ from typing import Any
 import aiohttp
 
 from gateway import errors
-from gateway.errors import ErrorKind, GatewayError
+from gateway.errors import ErrorKind, GatewayError, error_of_kind
 from gateway.model.status import (
     HttpStatus,
     Operation,
@@ -35,11 +35,6 @@ from gateway.model.types import tag_key
 MAX_DETAIL_CHARS = 200
 """Longest Status Report text kept; the DIMSE Error Comment only shows 64 characters."""
 
-_ERROR_CLASSES: dict[ErrorKind, type[GatewayError]] = {
-    cls.kind: cls
-    for cls in vars(errors).values()
-    if isinstance(cls, type) and issubclass(cls, GatewayError) and cls is not GatewayError
-}
 # Command-group keys of a DICOM JSON Status Report (PS3.7 Annex C, as our front sends it).
 _STATUS = tag_key(0x00000900)
 _OFFENDING = tag_key(0x00000901)
@@ -50,26 +45,6 @@ _TAG_RE = re.compile(r"<[^>]*>")
 _SPACE_RE = re.compile(r"\s+")
 _HEX_TAG_RE = re.compile(r"^[0-9A-Fa-f]{8}$")
 _WRITES = (Operation.CREATE, Operation.UPDATE)
-
-
-def error_of_kind(
-    kind: ErrorKind,
-    message: str,
-    *,
-    offending: tuple[int, ...] = (),
-    upstream_status: int | None = None,
-    upstream_detail: str | None = None,
-    retry_after_s: int | None = None,
-) -> GatewayError:
-    """An instance of the gateway error class that stands for ``kind``."""
-    cls = _ERROR_CLASSES.get(kind, errors.UpstreamFailure)
-    return cls(
-        message,
-        offending=offending,
-        upstream_status=upstream_status,
-        upstream_detail=upstream_detail,
-        retry_after_s=retry_after_s,
-    )
 
 
 def is_success(status: int) -> bool:

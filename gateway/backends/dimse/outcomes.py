@@ -19,7 +19,7 @@ from pydicom.multival import MultiValue
 from pynetdicom.association import Association
 
 from gateway import errors
-from gateway.errors import ErrorKind, GatewayError
+from gateway.errors import GatewayError, error_of_kind
 from gateway.model.dicom_json import dataset_to_json
 from gateway.model.status import (
     DimseStatus,
@@ -28,12 +28,6 @@ from gateway.model.status import (
     kind_for_dimse_status,
 )
 from gateway.model.types import JsonDataset
-
-_ERROR_CLASSES: dict[ErrorKind, type[GatewayError]] = {
-    cls.kind: cls
-    for cls in vars(errors).values()
-    if isinstance(cls, type) and issubclass(cls, GatewayError) and cls is not GatewayError
-}
 
 _OPERATION_NAMES = {
     Operation.FIND: "C-FIND",
@@ -90,12 +84,6 @@ class AssociationDropped(errors.UpstreamUnavailable):
     def __init__(self, message: str, *, quick: bool, **details: Any) -> None:
         super().__init__(message, **details)
         self.quick = quick
-
-
-def error_of_kind(kind: ErrorKind, message: str, **details: Any) -> GatewayError:
-    """An instance of the gateway error class that stands for ``kind``."""
-    cls = _ERROR_CLASSES.get(kind, errors.UpstreamFailure)
-    return cls(message, **details)
 
 
 def association_failure(assoc: Association, where: str) -> GatewayError:

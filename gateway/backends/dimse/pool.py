@@ -14,7 +14,6 @@ so each such call is bounded by pynetdicom's own timeouts (``timeout_s``).
 
 from __future__ import annotations
 
-import logging
 import math
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -24,7 +23,7 @@ from typing import TypeVar
 
 import anyio
 from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
-from pynetdicom import AE, _config, build_context
+from pynetdicom import AE, build_context
 from pynetdicom.association import Association
 from pynetdicom.presentation import PresentationContext
 
@@ -43,18 +42,6 @@ TRANSFER_SYNTAXES: list[str | UID] = [ExplicitVRLittleEndian, ImplicitVRLittleEn
 # the pool keeps it, so an association the pool forgot about never stays open for good,
 # while one the pool may still hand out is never released under its feet.
 _NETWORK_TIMEOUT_FACTOR = 2.0
-
-
-def skip_identifier_rendering() -> None:
-    """Stop pynetdicom rendering every C-FIND identifier for a log line nobody reads.
-
-    It formats each request and response identifier for an INFO record even when INFO is
-    off, which costs more than the rest of receiving a worklist item. Left on only when
-    the ``pynetdicom`` logger is enabled for INFO (``log_phi`` with debug logging).
-    """
-    if not logging.getLogger("pynetdicom").isEnabledFor(logging.INFO):
-        _config.LOG_REQUEST_IDENTIFIERS = False
-        _config.LOG_RESPONSE_IDENTIFIERS = False
 
 
 def requested_contexts(sop_classes: Sequence[str]) -> list[PresentationContext]:
@@ -97,7 +84,6 @@ class AssociationPool:
         idle_timeout_s: float = DEFAULT_IDLE_TIMEOUT_S,
         acquire_timeout_s: float | None = None,
     ) -> None:
-        skip_identifier_rendering()
         self.settings = settings
         self.idle_timeout_s = idle_timeout_s
         self.acquire_timeout_s = (
