@@ -28,7 +28,6 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any, Generic, TypeVar, cast
 
 import anyio
-import sniffio
 from anyio.from_thread import BlockingPortal
 
 from gateway.errors import Busy, UpstreamTimeout
@@ -69,9 +68,10 @@ class _Call:
 
 
 def _in_async_context() -> bool:
+    """True on an event loop thread (where waiting on the portal would deadlock)."""
     try:
-        sniffio.current_async_library()
-    except sniffio.AsyncLibraryNotFoundError:
+        anyio.get_current_task()
+    except RuntimeError:  # anyio.NoEventLoopError (older anyio: sniffio's error), both RuntimeError
         return False
     return True
 
