@@ -138,6 +138,7 @@ async def _serve_until_stopped(
         async with anyio.create_task_group() as tg:
             tg.start_soon(_watch_signals, signals, stop)
             _start_retention(settings, backends, tg)
+            _start_delivery(backends, tg)
             if on_ready is not None:
                 on_ready(running)
             await stop.wait()
@@ -155,6 +156,15 @@ def _start_retention(
     from gateway.backends.local.retention import run_retention
 
     tg.start_soon(run_retention, local, settings.store)
+
+
+def _start_delivery(backends: dict[str, Backend], tg: anyio.abc.TaskGroup) -> None:
+    """Run the outbox delivery worker of every store-and-forward backend."""
+    from gateway.backends.outbox import StoreAndForwardBackend
+
+    for backend in backends.values():
+        if isinstance(backend, StoreAndForwardBackend):
+            tg.start_soon(backend.run_delivery)
 
 
 async def _watch_signals(signals: AsyncIterator[int], stop: anyio.Event) -> None:

@@ -18,6 +18,7 @@ Handler = Callable[[argparse.Namespace], int]
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser; sub-command modules add their own sub-commands."""
     from gateway.commands import mpps as mpps_commands
+    from gateway.commands import outbox as outbox_commands
     from gateway.commands import worklist as worklist_commands
 
     parser = argparse.ArgumentParser(
@@ -43,6 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     worklist_commands.register(sub)
     mpps_commands.register(sub)
+    outbox_commands.register(sub)
     return parser
 
 

@@ -17,12 +17,36 @@ async def open_backend(name: str, settings: Settings) -> Backend:
     config = settings.backends[name]
     if isinstance(config, LocalBackendSettings):
         return await LocalBackend.open(settings.store)
+    upstream: Backend
     if isinstance(config, DicomwebBackendSettings):
         from gateway.backends.dicomweb import DicomwebBackend
 
-        return await DicomwebBackend.open(name, config)
-    if isinstance(config, DimseBackendSettings):
+        upstream = await DicomwebBackend.open(name, config)
+    elif isinstance(config, DimseBackendSettings):
         from gateway.backends.dimse import DimseBackend
 
-        return await DimseBackend.open(name, config, settings.store)
-    raise AssertionError(f"unhandled backend settings {config!r}")  # settings validated types
+        upstream = await DimseBackend.open(name, config, settings.store)
+    else:
+        raise AssertionError(f"unhandled backend settings {config!r}")  # settings validated
+    if not config.store_and_forward:
+        return upstream
+    return await _with_outbox(upstream, config, settings)
+
+
+async def _with_outbox(
+    upstream: Backend, config: DicomwebBackendSettings | DimseBackendSettings, settings: Settings
+) -> Backend:
+    """Wrap an upstream in the durable MPPS outbox (``store_and_forward = true``)."""
+    from gateway.backends.outbox import RetryPolicy, StoreAndForwardBackend
+
+    policy = RetryPolicy(
+        max_queue_age_h=config.max_queue_age_h,
+        retry_initial_s=config.retry_initial_s,
+        retry_max_s=config.retry_max_s,
+        grace_s=settings.shutdown_grace_s,
+    )
+    try:
+        return await StoreAndForwardBackend.open(upstream, settings.store.path, policy)
+    except BaseException:
+        await upstream.aclose()
+        raise

@@ -20,7 +20,7 @@ HEALTH_PATH = "/health"
 READY_PATH = "/ready"
 
 
-def _json(status: HttpStatus, body: dict[str, str]) -> web.Response:
+def _json(status: HttpStatus, body: dict[str, object]) -> web.Response:
     response = web.Response(status=int(status), body=json.dumps(body).encode("utf-8"))
     response.headers["Content-Type"] = "application/json; charset=utf-8"
     response.headers["Cache-Control"] = "no-store"
@@ -47,7 +47,21 @@ async def ready(request: web.Request) -> web.StreamResponse:
         return _json(
             HttpStatus.SERVICE_UNAVAILABLE, {"status": "unavailable", "reason": "internal"}
         )
-    return _json(HttpStatus.OK, {"status": "ready", "backend": ctx.backend.name})
+    body: dict[str, object] = {"status": "ready", "backend": ctx.backend.name}
+    body.update(await _extra_health(ctx.backend))
+    return _json(HttpStatus.OK, body)
+
+
+async def _extra_health(backend: object) -> dict[str, object]:
+    """Facts of a backend's optional ``health()`` (e.g. the outbox depth); never fails."""
+    extra = getattr(backend, "health", None)
+    if extra is None:
+        return {}
+    try:
+        facts: dict[str, object] = await extra()
+    except GatewayError:
+        return {}
+    return facts
 
 
 def register_health(app: web.Application) -> None:

@@ -22,8 +22,11 @@ Bound to 127.0.0.1 port 0; :attr:`port` is the real one.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import io
+import os
+import signal
 import socket
 import subprocess
 import threading
@@ -362,17 +365,20 @@ class Wlmscpfs:
             stdout=self._log,
             stderr=subprocess.STDOUT,
             cwd=self.data_dir,
+            start_new_session=True,  # its own process group: stop() ends forked children too
         )
         wait_listening(self.port, self._proc)
         return self
 
     def stop(self) -> None:
-        if self._proc is not None and self._proc.poll() is None:
-            self._proc.terminate()
+        if self._proc is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self._proc.pid, signal.SIGTERM)
             try:
                 self._proc.wait(10)
             except subprocess.TimeoutExpired:
-                self._proc.kill()
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self._proc.pid, signal.SIGKILL)
                 self._proc.wait()
         if self._log is not None:
             self._log.close()

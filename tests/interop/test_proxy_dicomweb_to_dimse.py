@@ -115,6 +115,9 @@ class Web:
         return http("GET", f"{self.base}/{MPPS_PATH}/{uid}{query}")
 
 
+NO_STORE_AND_FORWARD = "store_and_forward = false\n"  # fault tests: pass-through statuses
+
+
 def proxy_config(
     port: int,
     called: str,
@@ -308,7 +311,9 @@ def test_mpps_lifecycle_over_http(
 
 
 def test_ris_down(tmp_path: Path, gateways: list[Any]) -> None:
-    web = start(gateways, proxy_config(free_port(), "RIS", timeout_s=2), tmp_path)
+    web = start(
+        gateways, proxy_config(free_port(), "RIS", timeout_s=2) + NO_STORE_AND_FORWARD, tmp_path
+    )
     assert web.search([("PatientID", "*")]).status == 503
     assert web.create(MPPS_UID, minimal_create()).status == 503
     assert web.retrieve(MPPS_UID).status == 503
@@ -326,7 +331,11 @@ def test_association_rejected_bad_called_ae(
 
 def test_fault_table(fake_ris: FakeRis, tmp_path: Path, gateways: list[Any]) -> None:
     """Each fault yields its documented HTTP status, and the gateway keeps serving."""
-    web = start(gateways, proxy_config(fake_ris.port, "FAKE_RIS", timeout_s=1), tmp_path)
+    web = start(
+        gateways,
+        proxy_config(fake_ris.port, "FAKE_RIS", timeout_s=1) + NO_STORE_AND_FORWARD,
+        tmp_path,
+    )
     fake_ris.worklist = [_item(n) for n in range(4)]
     assert web.create(MPPS_UID, minimal_create()).status == 201
 

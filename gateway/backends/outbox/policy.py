@@ -19,6 +19,7 @@ import aiohttp
 
 from gateway.errors import ErrorKind, GatewayError
 from gateway.model import mpps as rules
+from gateway.model.status import HttpStatus
 from gateway.model.types import JsonDataset, tag_key
 
 Verdict = Literal["retry", "uncertain", "dead"]
@@ -53,10 +54,18 @@ def not_performed(exc: GatewayError) -> bool:
     )
 
 
-def verdict(exc: GatewayError) -> Verdict:
-    """How the delivery worker treats a failed attempt."""
+def verdict(exc: GatewayError, *, http: bool) -> Verdict:
+    """How the delivery worker treats a failed attempt.
+
+    An upstream failure that carries the upstream's own status is a refusal of this
+    message (HTTP 4xx, or a DIMSE failure status): dead. HTTP 5xx and failures without a
+    status (connection lost after sending) leave the outcome unknown: tried again.
+    """
     if not_performed(exc):
         return "retry"
+    if exc.kind is ErrorKind.UPSTREAM_FAILURE and exc.upstream_status is not None:
+        server_side = http and exc.upstream_status >= HttpStatus.INTERNAL_SERVER_ERROR
+        return "uncertain" if server_side else "dead"
     if exc.kind in _UNCERTAIN:
         return "uncertain"
     return "dead"
@@ -65,7 +74,7 @@ def verdict(exc: GatewayError) -> Verdict:
 def backoff_s(attempts: int, initial_s: float, max_s: float, rng: random.Random) -> float:
     """Exponential backoff with "equal jitter": half fixed, half random, capped."""
     exponent = min(max(attempts - 1, 0), 30)
-    delay = min(max_s, initial_s * (2**exponent))
+    delay = min(max_s, initial_s * float(2**exponent))
     return delay / 2 + rng.uniform(0.0, delay / 2)
 
 

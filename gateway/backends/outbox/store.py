@@ -191,8 +191,7 @@ def backlog_uids(conn: sqlite3.Connection, backend: str) -> set[str]:
 def head(conn: sqlite3.Connection, backend: str, uid: str) -> Message | None:
     """The oldest message of ``uid`` (the only one that may be sent next)."""
     row = conn.execute(
-        f"SELECT {_COLUMNS} FROM outbox_message WHERE backend = ? AND uid = ?"
-        " ORDER BY id LIMIT 1",
+        f"SELECT {_COLUMNS} FROM outbox_message WHERE backend = ? AND uid = ? ORDER BY id LIMIT 1",
         (backend, uid),
     ).fetchone()
     return None if row is None else Message.from_row(row)
@@ -300,9 +299,11 @@ class OutboxStore:
     own savepoint (one failing write never takes the others with it).
     """
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    def __init__(self, conn: sqlite3.Connection, reader: sqlite3.Connection) -> None:
         self._conn = conn
+        self._reader = reader  # WAL: reads never wait for a commit in progress
         self._limiter = anyio.CapacityLimiter(1)
+        self._read_limiter = anyio.CapacityLimiter(1)
         self._write_lock = anyio.Lock()
         self._pending: list[_Pending] = []
         self._closed = False
@@ -310,12 +311,18 @@ class OutboxStore:
     @classmethod
     async def open(cls, path: Path) -> OutboxStore:
         """Open the outbox tables in the SQLite file at ``path``."""
-        return cls(await anyio.to_thread.run_sync(connect, path))
+        conn = await anyio.to_thread.run_sync(connect, path)
+        try:
+            reader = await anyio.to_thread.run_sync(connect, path)
+        except BaseException:
+            conn.close()
+            raise
+        return cls(conn, reader)
 
     async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run a read on the worker thread."""
         self._check_open()
-        return await anyio.to_thread.run_sync(self._guarded, fn, limiter=self._limiter)
+        return await anyio.to_thread.run_sync(self._guarded, fn, limiter=self._read_limiter)
 
     async def write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``fn`` in a committed transaction; returns after the commit (shielded)."""
@@ -338,6 +345,7 @@ class OutboxStore:
             if not self._closed:
                 self._closed = True
                 await anyio.to_thread.run_sync(self._conn.close, limiter=self._limiter)
+                await anyio.to_thread.run_sync(self._reader.close, limiter=self._read_limiter)
 
     def _check_open(self) -> None:
         if self._closed:
@@ -345,7 +353,7 @@ class OutboxStore:
 
     def _guarded(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         try:
-            return fn(self._conn)
+            return fn(self._reader)
         except sqlite3.Error as exc:
             raise _translate(exc) from exc
 
