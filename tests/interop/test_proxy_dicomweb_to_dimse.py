@@ -324,9 +324,12 @@ def test_association_rejected_bad_called_ae(
     ris: Wlmscpfs, tmp_path: Path, gateways: list[Any]
 ) -> None:
     web = start(gateways, proxy_config(ris.port, "NOT_OFFIS"), tmp_path)
-    reply = web.search([("PatientID", "*")])
-    assert reply.status == 503
-    assert b"Called AE" in reply.body
+    for _ in range(2):  # and the gateway keeps answering
+        reply = web.search([("PatientID", "*")])
+        assert reply.status == 503
+        # wlmscpfs sends A-ASSOCIATE-RJ and closes at once; pynetdicom sometimes sees the
+        # close first and reports an abort of the request. Both must say what happened.
+        assert b"Called AE" in reply.body or b"aborted the association request" in reply.body
 
 
 def test_fault_table(fake_ris: FakeRis, tmp_path: Path, gateways: list[Any]) -> None:

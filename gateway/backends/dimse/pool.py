@@ -28,6 +28,7 @@ from pynetdicom.association import Association
 from pynetdicom.presentation import PresentationContext
 
 from gateway.backends.dimse.outcomes import association_failure
+from gateway.dicom_net import NODELAY_HANDLER
 from gateway.errors import Busy, UpstreamUnavailable
 from gateway.logging import get_logger
 from gateway.settings import DimseBackendSettings
@@ -215,7 +216,9 @@ class AssociationPool:
         """Blocking: request a new association (worker thread)."""
         s = self.settings
         try:
-            assoc = self._ae.associate(s.host, s.port, ae_title=s.called_ae_title)
+            assoc = self._ae.associate(
+                s.host, s.port, ae_title=s.called_ae_title, evt_handlers=[NODELAY_HANDLER]
+            )
         except (OSError, RuntimeError, ValueError) as exc:
             raise UpstreamUnavailable(
                 "the RIS cannot be reached", upstream_detail=f"{self._where}: {exc}"
