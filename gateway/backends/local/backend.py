@@ -9,7 +9,6 @@ pulls results, so the worklist is streamed in batches, never loaded whole.
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import threading
 import time
@@ -21,6 +20,7 @@ from typing import TypeVar
 
 import anyio
 import anyio.lowlevel
+import orjson
 
 from gateway.backends.base import MppsResult
 from gateway.backends.local import mpps_sql, retention, worklist_sql
@@ -109,7 +109,7 @@ class _Scan:
             self._fetch = NEXT_FETCH
             scanned += len(rows)
             for row in rows:
-                item: JsonDataset = json.loads(row[2])
+                item: JsonDataset = orjson.loads(row[2])
                 if self._query.matches(item):
                     matches.append(item)
             if matches:
