@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import anyio
 
@@ -52,16 +52,22 @@ def error(message: str) -> None:
     print(f"error: {message}", file=sys.stderr)
 
 
-def run_with_store(args: argparse.Namespace, work: Callable[[LocalBackend], Awaitable[int]]) -> int:
-    """Open the local store of ``args.settings``, run ``work``, close; GatewayError -> exit 1."""
-    settings: Settings = args.settings
+class _Closable(Protocol):
+    async def aclose(self) -> None: ...
+
+
+R = TypeVar("R", bound=_Closable)
+
+
+def run_with(opener: Callable[[], Awaitable[R]], work: Callable[[R], Awaitable[int]]) -> int:
+    """Open a resource, run ``work`` on it, close it; GatewayError -> exit 1, config -> 2."""
 
     async def main() -> int:
-        backend = await LocalBackend.open(settings.store)
+        resource = await opener()
         try:
-            return await work(backend)
+            return await work(resource)
         finally:
-            await backend.aclose()
+            await resource.aclose()
 
     try:
         result: Any = anyio.run(main)
@@ -72,3 +78,9 @@ def run_with_store(args: argparse.Namespace, work: Callable[[LocalBackend], Awai
         error(f"configuration: {exc}")
         return EXIT_USAGE
     return int(result)
+
+
+def run_with_store(args: argparse.Namespace, work: Callable[[LocalBackend], Awaitable[int]]) -> int:
+    """Run ``work`` on the local store of ``args.settings``."""
+    settings: Settings = args.settings
+    return run_with(lambda: LocalBackend.open(settings.store), work)

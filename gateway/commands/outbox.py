@@ -14,12 +14,16 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
-import anyio
-
 from gateway.backends.outbox import store as sql
 from gateway.backends.outbox.store import OutboxStore
-from gateway.commands._common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, add_common_options, error
-from gateway.errors import ConfigError, GatewayError
+from gateway.commands._common import (
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_USAGE,
+    add_common_options,
+    error,
+    run_with,
+)
 from gateway.settings import Settings
 
 
@@ -55,23 +59,7 @@ def register(subparsers: Any) -> None:
 
 def _run(args: argparse.Namespace, work: Callable[[OutboxStore], Awaitable[int]]) -> int:
     settings: Settings = args.settings
-
-    async def main() -> int:
-        outbox = await OutboxStore.open(settings.store.path)
-        try:
-            return await work(outbox)
-        finally:
-            await outbox.aclose()
-
-    try:
-        result: Any = anyio.run(main)
-    except GatewayError as exc:
-        error(str(exc))
-        return EXIT_FAILED
-    except ConfigError as exc:
-        error(f"configuration: {exc}")
-        return EXIT_USAGE
-    return int(result)
+    return run_with(lambda: OutboxStore.open(settings.store.path), work)
 
 
 def _when(timestamp: float) -> str:
