@@ -13,9 +13,7 @@ requested keys, zero-length when absent. Both mean "no value" to an MWL SCU.
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,6 +24,7 @@ from pydicom import dcmread
 from gateway.model.dicom_json import dataset_to_json
 from gateway.model.types import JsonDataset
 from tests.conftest import require_tool
+from tests.fakes.dcmtk import Wlmscpfs
 from tests.integration import dimse_fixtures as fx
 from tests.integration.dimse_fixtures import GATEWAY_AE, DimseHarness
 
@@ -35,12 +34,6 @@ dimse = fx.dimse
 
 WLMSCPFS_AE = "OFFIS"  # wlmscpfs serves <data dir>/<called AE title>/*.wl
 READY_DEADLINE_S = 15.0
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def _echo(port: int, called_ae: str) -> subprocess.CompletedProcess[str]:
@@ -53,41 +46,11 @@ def _echo(port: int, called_ae: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def _ready(process: subprocess.Popen[bytes], port: int) -> bool:
-    """Probe with C-ECHO until wlmscpfs answers (it has no readiness signal)."""
-    deadline = time.monotonic() + READY_DEADLINE_S
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            return False
-        if _echo(port, WLMSCPFS_AE).returncode == 0:
-            return True
-        time.sleep(0.05)
-    return False
-
-
 @pytest.fixture
-def wlmscpfs_port(dcmtk_worklist: Path) -> Iterator[int]:
+def wlmscpfs_port(dcmtk_worklist: Path, tmp_path: Path) -> Iterator[int]:
     """A running wlmscpfs over DCMTK's example worklist."""
-    binary = require_tool("wlmscpfs")
-    for _attempt in range(3):  # the probed port may be taken before wlmscpfs binds it
-        port = _free_port()
-        process = subprocess.Popen(
-            [str(binary), "-dfp", str(dcmtk_worklist), str(port)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        try:
-            if _ready(process, port):
-                yield port
-                return
-        finally:
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=10)
-    pytest.fail("could not start wlmscpfs")
+    with Wlmscpfs(require_tool("wlmscpfs"), dcmtk_worklist, tmp_path / "wlmscpfs.log") as server:
+        yield server.port
 
 
 @pytest.fixture

@@ -10,11 +10,8 @@ definition (universal matching) does not change which items match.
 
 from __future__ import annotations
 
-import socket
 import subprocess
-import time
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -27,6 +24,7 @@ from gateway.backends.local.importer import import_paths
 from gateway.model.query import WorklistQuery
 from gateway.settings import StoreSettings
 from tests.conftest import require_tool
+from tests.fakes.dcmtk import Wlmscpfs
 
 pytestmark = pytest.mark.dcmtk
 
@@ -34,70 +32,11 @@ CALLED_AE = "OFFIS"  # wlmscpfs serves <data dir>/<called AE title>/*.wl
 READY_DEADLINE_S = 15.0
 
 
-@dataclass
-class Wlmscpfs:
-    port: int
-    process: subprocess.Popen[bytes]
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def _wait_until_listening(server: Wlmscpfs) -> None:
-    """Poll with a deadline: connect succeeds, then a C-ECHO succeeds."""
-    echoscu = require_tool("echoscu")
-    deadline = time.monotonic() + READY_DEADLINE_S
-    while time.monotonic() < deadline:
-        if server.process.poll() is not None:
-            raise RuntimeError(f"wlmscpfs exited with {server.process.returncode}")
-        try:
-            with socket.create_connection(("127.0.0.1", server.port), timeout=0.5):
-                pass
-        except OSError:
-            time.sleep(0.05)
-            continue
-        echo = subprocess.run(
-            [str(echoscu), "-aec", CALLED_AE, "-to", "5", "127.0.0.1", str(server.port)],
-            capture_output=True,
-            timeout=30,
-            check=False,
-        )
-        if echo.returncode == 0:
-            return
-    raise RuntimeError("wlmscpfs did not become ready in time")
-
-
 @pytest.fixture(scope="module")
-def wlmscpfs(dcmtk_worklist: Path) -> Iterator[Wlmscpfs]:
-    binary = require_tool("wlmscpfs")
-    for _attempt in range(3):  # the free port may be taken between probe and bind
-        port = _free_port()
-        process = subprocess.Popen(
-            [str(binary), "-dfp", str(dcmtk_worklist), str(port)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        server = Wlmscpfs(port, process)
-        try:
-            _wait_until_listening(server)
-        except RuntimeError:
-            process.kill()
-            process.wait(timeout=10)
-            continue
-        try:
-            yield server
-        finally:
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=10)
-        return
-    pytest.fail("could not start wlmscpfs")
+def wlmscpfs(dcmtk_worklist: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Wlmscpfs]:
+    log = tmp_path_factory.mktemp("wlmscpfs") / "wlmscpfs.log"
+    with Wlmscpfs(require_tool("wlmscpfs"), dcmtk_worklist, log) as server:
+        yield server
 
 
 @pytest.fixture
