@@ -88,3 +88,46 @@ def test_json_logs_keep_patient_data_out(demo_gateway) -> None:  # type: ignore[
     demo_gateway.stop()
     log = "".join(demo_gateway.lines)
     assert "Müller" not in log and "M\\u00fcller" not in log
+
+
+def test_mpps_over_dimse_is_visible_through_dicomweb(demo_gateway) -> None:  # type: ignore[no-untyped-def]
+    """One store behind both fronts: a lifecycle over DIMSE, then Retrieve over HTTP."""
+    from pydicom.uid import generate_uid
+    from pynetdicom.sop_class import ModalityPerformedProcedureStep
+
+    from gateway.model.dicom_json import json_to_dataset
+    from tests.unit import mpps_examples as ex
+
+    def dataset(attributes: dict[str, object]):  # type: ignore[no-untyped-def]
+        ds = json_to_dataset(attributes)
+        ds.SpecificCharacterSet = "ISO_IR 192"
+        return ds
+
+    uid = generate_uid(prefix=None)
+    ae = AE(ae_title="CT01")
+    ae.add_requested_context(ModalityPerformedProcedureStep)
+    assoc = ae.associate("127.0.0.1", demo_gateway.dimse_port, ae_title="MODALITY_GW")
+    assert assoc.is_established
+    try:
+        status, _ = assoc.send_n_create(
+            dataset(ex.minimal_create()), ModalityPerformedProcedureStep, uid
+        )
+        assert status.Status == 0x0000
+        for changes in (ex.series_update(), ex.completed_update()):
+            status, _ = assoc.send_n_set(dataset(changes), ModalityPerformedProcedureStep, uid)
+            assert status.Status == 0x0000
+        status, _ = assoc.send_n_set(
+            dataset(ex.completed_update()), ModalityPerformedProcedureStep, uid
+        )
+        assert (status.Status, status.ErrorID) == (0x0110, 0xA710)
+    finally:
+        assoc.release()
+
+    code, body = _get(
+        f"http://127.0.0.1:{demo_gateway.web_port}/dicomweb/modality-performed-procedure-steps/{uid}"
+    )
+    assert code == 200
+    [mpps] = json.loads(body)
+    assert mpps["00400252"]["Value"] == ["COMPLETED"]
+    assert mpps["00080018"]["Value"] == [uid]
+    assert mpps["00400340"] == ex.completed_update()["00400340"]
