@@ -21,12 +21,12 @@ from typing import TypeVar
 
 import anyio
 
+from gateway.backends.sqlite_file import open_wal
 from gateway.errors import Busy, InternalError
 from gateway.model.types import JsonDataset
 
 T = TypeVar("T")
 
-BUSY_TIMEOUT_S = 10.0
 
 _DDL = (
     """
@@ -107,21 +107,4 @@ class MppsMirror:
 
 
 def _connect(path: Path) -> sqlite3.Connection:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    conn = sqlite3.connect(str(path), check_same_thread=False, timeout=BUSY_TIMEOUT_S)
-    try:
-        conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
-        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-        if str(mode).lower() != "wal":
-            raise InternalError(f"the MPPS mirror cannot use WAL journaling (got {mode!r})")
-        conn.execute("PRAGMA synchronous = FULL")
-        with conn:
-            for statement in _DDL:
-                conn.execute(statement)
-    except sqlite3.Error as exc:
-        conn.close()
-        raise InternalError(f"cannot open the MPPS mirror at {path}: {exc}") from exc
-    except BaseException:
-        conn.close()
-        raise
-    return conn
+    return open_wal(path, _DDL, what="MPPS mirror", autocommit=False)

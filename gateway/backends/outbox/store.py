@@ -24,6 +24,7 @@ from typing import Any, Literal, TypeVar
 
 import anyio
 
+from gateway.backends.sqlite_file import open_wal
 from gateway.errors import Busy, InternalError
 from gateway.model.types import JsonDataset
 
@@ -31,7 +32,6 @@ T = TypeVar("T")
 Op = Literal["create", "update"]
 State = Literal["queued", "dead"]
 
-BUSY_TIMEOUT_S = 10.0
 
 _DDL = (
     """
@@ -118,27 +118,7 @@ def _dumps(dataset: JsonDataset) -> str:
 
 def connect(path: Path) -> sqlite3.Connection:
     """Open (creating if needed) the outbox tables in the SQLite file at ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    conn = sqlite3.connect(
-        str(path), isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_S
-    )
-    try:
-        conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
-        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-        if str(mode).lower() != "wal":
-            raise InternalError(f"the outbox cannot use WAL journaling (got {mode!r})")
-        conn.execute("PRAGMA synchronous = FULL")
-        conn.execute("BEGIN IMMEDIATE")
-        for statement in _DDL:
-            conn.execute(statement)
-        conn.execute("COMMIT")
-    except sqlite3.Error as exc:
-        conn.close()
-        raise InternalError(f"cannot open the outbox at {path}: {exc}") from exc
-    except BaseException:
-        conn.close()
-        raise
-    return conn
+    return open_wal(path, _DDL, what="outbox")
 
 
 def mirror_get(conn: sqlite3.Connection, backend: str, uid: str) -> JsonDataset | None:
