@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -32,7 +31,7 @@ from pynetdicom import AE  # noqa: E402
 from pynetdicom.association import Association  # noqa: E402
 from pynetdicom.sop_class import ModalityWorklistInformationFind  # type: ignore[attr-defined]  # noqa: E402
 
-from tests.gateway_process import GatewayProcess, start_gateway  # noqa: E402
+from tests.gateway_process import GatewayProcess, import_worklist, start_gateway  # noqa: E402
 
 ITEMS = 50
 WARMUP = 20
@@ -114,18 +113,9 @@ port = 0
 [store]
 path = "{workdir / "store.sqlite3"}"
 """
-    (workdir / "gateway.toml").write_text(config)
     items = workdir / "worklist.json"
     items.write_text(json.dumps([worklist_item(n) for n in range(ITEMS)]))
-    subprocess.run(
-        [
-            *(sys.executable, "-m", "gateway", "--config", str(workdir / "gateway.toml")),
-            *("worklist", "import", str(items)),
-        ],
-        cwd=workdir,
-        check=True,
-        capture_output=True,
-    )
+    import_worklist(config, workdir, items)
     return start_gateway(config, workdir)
 
 

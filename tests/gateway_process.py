@@ -127,3 +127,27 @@ def _expected_fronts(config: str) -> set[str]:
     if data.get("web", {}).get("enabled", True):
         fronts.add("web")
     return fronts
+
+
+def import_worklist(config: str, workdir: Path, *paths: Path) -> None:
+    """Load worklist files into the store of ``config`` with the operator CLI, as a site would.
+
+    Writes ``config`` to ``workdir/gateway.toml`` (the file :func:`start_gateway` uses too).
+    """
+    path = workdir / "gateway.toml"
+    path.write_text(config)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "gateway",
+            "--config",
+            str(path),
+            "worklist",
+            "import",
+            *map(str, paths),
+        ],
+        cwd=workdir,
+        check=True,
+        capture_output=True,
+    )

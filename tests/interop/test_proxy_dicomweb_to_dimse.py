@@ -13,8 +13,6 @@ backend) -> a DIMSE RIS (DCMTK's wlmscpfs, or the pynetdicom MPPS SCP peer).
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import threading
 import time
 import urllib.error
@@ -43,7 +41,7 @@ from tests.fakes.mpps_scp import (
     status_dataset,
     write_big_worklist,
 )
-from tests.gateway_process import GatewayProcess, start_gateway
+from tests.gateway_process import GatewayProcess, import_worklist, start_gateway
 from tests.integration.test_dimse_backend import reference, same_items
 from tests.unit.mpps_examples import (
     MPPS_UID,
@@ -472,14 +470,7 @@ def test_full_chain_equals_querying_b_directly(
 ) -> None:
     b_dir = tmp_path / "b"
     b_dir.mkdir()
-    (b_dir / "gateway.toml").write_text(local_config())
-    command = [sys.executable, "-m", "gateway", "--config", str(b_dir / "gateway.toml")]
-    subprocess.run(
-        [*command, "worklist", "import", str(dcmtk_worklist / "OFFIS")],
-        cwd=b_dir,
-        check=True,
-        capture_output=True,
-    )
+    import_worklist(local_config(), b_dir, dcmtk_worklist / "OFFIS")
     b = start(gateways, local_config(), b_dir)
     a = start(
         gateways, proxy_config(b.gateway.dimse_port, "GW_B", matching_keys=()), tmp_path / "a"

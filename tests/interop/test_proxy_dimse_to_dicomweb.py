@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import socket
 import subprocess
-import sys
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -46,7 +45,7 @@ from tests.fakes.origin import (
     wait_event,
     wrong_content_type,
 )
-from tests.gateway_process import GatewayProcess, start_gateway
+from tests.gateway_process import GatewayProcess, import_worklist, start_gateway
 from tests.unit.mpps_examples import completed_update, minimal_create, series_update
 
 A_AE, B_AE = "GW_A", "GW_B"
@@ -96,16 +95,7 @@ port = 0
 [store]
 path = "{workdir / "store.sqlite3"}"
 """
-    (workdir / "gateway.toml").write_text(config)
-    subprocess.run(
-        [
-            *(sys.executable, "-m", "gateway", "--config", str(workdir / "gateway.toml")),
-            *("worklist", "import", str(dcmtk_worklist / "OFFIS")),
-        ],
-        cwd=workdir,
-        check=True,
-        capture_output=True,
-    )
+    import_worklist(config, workdir, dcmtk_worklist / "OFFIS")
     gateway = start_gateway(config, workdir)
     yield gateway
     gateway.stop()
