@@ -289,6 +289,15 @@ def validate_ae_title(title: str, key: str) -> None:
         raise ConfigError(key, "AE title must be printable ASCII")
 
 
+def validate_dicomweb_auth(backend: DicomwebBackendSettings, key: str) -> None:
+    """Bearer token or basic credentials (both variables), not both."""
+    basic = (backend.basic_user_env, backend.basic_password_env)
+    if any(basic) and not all(basic):
+        raise ConfigError(key, "basic_user_env and basic_password_env go together")
+    if backend.bearer_token_env and any(basic):
+        raise ConfigError(key, "set either bearer_token_env or basic_*_env, not both")
+
+
 def _check_port(port: int, key: str, *, allow_zero: bool = True) -> None:
     low = 0 if allow_zero else 1
     if not low <= port <= 65535:
@@ -341,4 +350,5 @@ def _cross_check(s: Settings) -> None:
             if not backend.url.startswith(("http://", "https://")):
                 raise ConfigError(f"{key}.url", "must be an http:// or https:// URL")
             _check_positive(backend.page_size, f"{key}.page_size")
+            validate_dicomweb_auth(backend, key)
             _check_positive(backend.timeout_s, f"{key}.timeout_s")

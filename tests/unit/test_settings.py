@@ -161,3 +161,18 @@ def test_check_config_missing_file(tmp_path: Path) -> None:
     result = _check_config("--config", str(tmp_path / "absent.toml"))
     assert result.returncode == 2
     assert "not found" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "auth",
+    [
+        {"basic_user_env": "U"},
+        {"bearer_token_env": "T", "basic_user_env": "U", "basic_password_env": "P"},
+    ],
+)
+def test_check_config_catches_bad_credential_combinations(auth: dict[str, str]) -> None:
+    with pytest.raises(ConfigError) as info:
+        settings_from_mapping(
+            {"backends": {"cloud": {"type": "dicomweb", "url": "https://ris", **auth}}}
+        )
+    assert info.value.key == "backends.cloud"

@@ -37,7 +37,7 @@ from gateway.backends.dicomweb.outcomes import (
 from gateway.errors import ConfigError, GatewayError
 from gateway.logging import get_logger
 from gateway.model.status import HttpStatus, Operation
-from gateway.settings import DicomwebBackendSettings
+from gateway.settings import DicomwebBackendSettings, validate_dicomweb_auth
 
 log = get_logger("dicomweb.client")
 
@@ -323,15 +323,11 @@ def _auth(
     settings: DicomwebBackendSettings, key: str, env: Mapping[str, str], headers: dict[str, str]
 ) -> None:
     """Credentials from the environment variables the settings name (never from the file)."""
-    basic = settings.basic_user_env or settings.basic_password_env
-    if settings.bearer_token_env and basic:
-        raise ConfigError(key, "set either bearer_token_env or basic_*_env, not both")
+    validate_dicomweb_auth(settings, key)  # also checked at load; settings may be built in code
     if settings.bearer_token_env:
         token = _env(env, settings.bearer_token_env, f"{key}.bearer_token_env")
         headers["Authorization"] = f"Bearer {token}"
-    if basic:
-        if not (settings.basic_user_env and settings.basic_password_env):
-            raise ConfigError(key, "basic_user_env and basic_password_env go together")
+    if settings.basic_user_env and settings.basic_password_env:
         user = _env(env, settings.basic_user_env, f"{key}.basic_user_env")
         password = _env(env, settings.basic_password_env, f"{key}.basic_password_env")
         if ":" in user:
