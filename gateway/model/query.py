@@ -289,6 +289,9 @@ class WorklistQuery:
         Sequences with nested matching keys keep only their matching items (C.2.2.2.6).
         With ``include_all`` every attribute of ``item`` is kept. Timezone Offset From UTC
         and HL7 Structured Document Reference Sequence are never added zero-length.
+
+        The result shares element values with ``item`` (copying them was a third of a web
+        Search's CPU): results are read-only, every later step builds new objects.
         """
         cache_name = "_plan_ci" if case_insensitive_pn else "_plan"
         plan = self.__dict__.get(cache_name)
@@ -449,17 +452,8 @@ def _plan(
     )
 
 
-def _copy(value: Any) -> Any:
-    """Copy a DICOM JSON element so callers may change results without touching the store."""
-    if isinstance(value, dict):
-        return {k: _copy(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_copy(v) for v in value]
-    return value
-
-
 def _project(item: JsonDataset, plan: tuple[_Step, ...], keep_all: bool) -> JsonDataset:
-    out: JsonDataset = {k: _copy(v) for k, v in item.items()} if keep_all else {}
+    out: JsonDataset = dict(item) if keep_all else {}
     for step in plan:
         element = item.get(step.key)
         if element is None:
@@ -469,7 +463,7 @@ def _project(item: JsonDataset, plan: tuple[_Step, ...], keep_all: bool) -> Json
         stored_items = element.get("Value") if step.vr == "SQ" else None
         if not stored_items or not (step.children or step.item_filter):
             if not keep_all:
-                out[step.key] = _copy(element)
+                out[step.key] = element
             continue
         test = step.item_filter
         kept = [

@@ -28,7 +28,7 @@ from pynetdicom.association import Association
 from pynetdicom.presentation import PresentationContext
 
 from gateway.backends.dimse.outcomes import association_failure
-from gateway.dicom_net import NODELAY_HANDLER
+from gateway.dicom_net import SOCKET_TUNING
 from gateway.errors import Busy, UpstreamUnavailable
 from gateway.logging import get_logger
 from gateway.settings import DimseBackendSettings
@@ -217,7 +217,7 @@ class AssociationPool:
         s = self.settings
         try:
             assoc = self._ae.associate(
-                s.host, s.port, ae_title=s.called_ae_title, evt_handlers=[NODELAY_HANDLER]
+                s.host, s.port, ae_title=s.called_ae_title, evt_handlers=list(SOCKET_TUNING)
             )
         except (OSError, RuntimeError, ValueError) as exc:
             raise UpstreamUnavailable(
