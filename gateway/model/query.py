@@ -430,46 +430,85 @@ class _Step:
 
     key: str  # JSON tag key
     vr: str
-    fill: bool  # add it zero-length when the item lacks it
-    children: tuple[_Step, ...]  # requested nested keys (empty: the whole value)
+    children: _Level | None  # requested nested keys (None: the whole value)
     item_filter: matching.ItemMatcher | None  # keep only matching sequence items
+
+    @property
+    def nested(self) -> bool:
+        """True when a sequence value must be rebuilt item by item."""
+        return self.vr == "SQ" and (self.children is not None or self.item_filter is not None)
+
+
+@dataclass(frozen=True)
+class _Level:
+    """The requested keys of one dataset level, laid out for a fast projection.
+
+    A DICOMweb Search asks for every Type 1/2 key of Table K.6-1, most of them absent
+    from a stored item: starting from ``empty`` (their zero-length elements, shared by
+    every result) and visiting only the item's own keys is ~4x faster than visiting
+    every requested key.
+    """
+
+    steps: dict[str, _Step]
+    empty: dict[str, JsonDataset]  # zero-length elements to add when the item lacks them
+    nested: tuple[_Step, ...]  # steps with children or an item filter
 
 
 def _plan(
     keys: Sequence[QueryKey], parent: TagPath, filters: dict[TagPath, matching.ItemMatcher]
-) -> tuple[_Step, ...]:
+) -> _Level:
     depth = len(parent) + 1
     level = [k for k in keys if len(k.path) == depth and k.path[:-1] == parent]
-    return tuple(
-        _Step(
+    steps = {
+        tag_key(k.path[-1]): _Step(
             key=tag_key(k.path[-1]),
             vr=k.vr,
-            fill=k.path not in _NEVER_EMPTY,
-            children=_plan(keys, k.path, filters) if k.vr == "SQ" else (),
+            children=_plan(keys, k.path, filters) if _has_children(keys, k) else None,
             item_filter=filters.get(k.path),
         )
         for k in level
+    }
+    empty = {tag_key(k.path[-1]): {"vr": k.vr} for k in level if k.path not in _NEVER_EMPTY}
+    return _Level(steps, empty, tuple(s for s in steps.values() if s.nested))
+
+
+def _has_children(keys: Sequence[QueryKey], key: QueryKey) -> bool:
+    return key.vr == "SQ" and any(
+        len(k.path) == len(key.path) + 1 and k.path[:-1] == key.path for k in keys
     )
 
 
-def _project(item: JsonDataset, plan: tuple[_Step, ...], keep_all: bool) -> JsonDataset:
-    out: JsonDataset = dict(item) if keep_all else {}
-    for step in plan:
-        element = item.get(step.key)
-        if element is None:
-            if step.fill:
-                out[step.key] = {"vr": step.vr}
+def _project(item: JsonDataset, level: _Level, keep_all: bool) -> JsonDataset:
+    if keep_all:
+        out: JsonDataset = {**level.empty, **item}
+        for sequence in level.nested:
+            element = item.get(sequence.key)
+            if element is not None:
+                out[sequence.key] = _project_sequence(element, sequence, keep_all)
+        return dict(sorted(out.items()))
+    out = dict(level.empty)
+    steps = level.steps
+    for key, element in item.items():
+        step = steps.get(key)
+        if step is None:
             continue
-        stored_items = element.get("Value") if step.vr == "SQ" else None
-        if not stored_items or not (step.children or step.item_filter):
-            if not keep_all:
-                out[step.key] = element
-            continue
-        test = step.item_filter
+        out[key] = _project_sequence(element, step, keep_all) if step.nested else element
+    return out
+
+
+def _project_sequence(element: JsonDataset, step: _Step, keep_all: bool) -> JsonDataset:
+    """A sequence element with only the matching items, each trimmed to the nested keys."""
+    stored_items = element.get("Value")
+    if not stored_items:
+        return element
+    test = step.item_filter
+    children = step.children
+    if children is None:
+        kept = [it for it in stored_items if isinstance(it, dict) and (test is None or test(it))]
+    else:
         kept = [
-            _project(it, step.children, keep_all or not step.children)
+            _project(it, children, keep_all)
             for it in stored_items
             if isinstance(it, dict) and (test is None or test(it))
         ]
-        out[step.key] = {**element, "Value": kept} if kept else {"vr": element.get("vr", "SQ")}
-    return dict(sorted(out.items())) if keep_all else out
+    return {**element, "Value": kept} if kept else {"vr": element.get("vr", "SQ")}

@@ -8,7 +8,7 @@ import pytest
 
 from gateway.backends.dicomweb.backend import remaining_results, warning_texts
 from gateway.backends.dicomweb.client import RetryPolicy
-from gateway.backends.dicomweb.jsonstream import JsonArrayParser
+from gateway.backends.dicomweb.jsonstream import JsonArrayParser, parse_array
 from gateway.backends.dicomweb.outcomes import (
     UpstreamReport,
     error_for_status,
@@ -66,6 +66,15 @@ def test_parser_rejects_malformed_bodies(body: bytes) -> None:
     with pytest.raises(ValueError):
         parser.feed(body)
         parser.close()
+    with pytest.raises(ValueError):
+        parse_array(body)  # the whole-body parser refuses the same bodies
+
+
+def test_whole_body_parser_agrees_with_the_streaming_one() -> None:
+    body = json.dumps(ITEMS, ensure_ascii=False, indent=1).encode()
+    assert parse_array(body) == ITEMS
+    assert parse_array(b"\xef\xbb\xbf" + body) == ITEMS
+    assert parse_array(b" [ ] ") == []
 
 
 def test_parser_limits_one_element() -> None:

@@ -399,8 +399,8 @@ def test_dumps_json_is_compact_sorted_utf8() -> None:
     assert (
         out
         == (
-            '[{"00100010":{"vr":"PN","Value":[{"Alphabetic":"Müller^Jürgen"}]},'
-            '"00400100":{"vr":"SQ","Value":[{"00080060":{"vr":"CS"},"00400002":{"vr":"DA"}}]}}]'
+            '[{"00100010":{"Value":[{"Alphabetic":"Müller^Jürgen"}],"vr":"PN"},'
+            '"00400100":{"Value":[{"00080060":{"vr":"CS"},"00400002":{"vr":"DA"}}],"vr":"SQ"}}]'
         ).encode()
     )
     assert parse_json_body(out) == [obj]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import codecs
 import contextlib
 import json
 import os
@@ -26,7 +27,7 @@ from multidict import CIMultiDictProxy
 from yarl import URL
 
 from gateway import __version__
-from gateway.backends.dicomweb.jsonstream import JsonArrayParser
+from gateway.backends.dicomweb.jsonstream import WHOLE_BODY_MAX, JsonArrayParser, parse_array
 from gateway.backends.dicomweb.outcomes import (
     bad_response,
     error_for_exception,
@@ -124,6 +125,11 @@ class Response:
         if self.status == HttpStatus.NO_CONTENT:
             return
         charset = self._json_charset()
+        size = self.raw.content_length
+        if size is not None and size <= WHOLE_BODY_MAX and codecs.lookup(charset).name == "utf-8":
+            for item in await self._whole_array(size):
+                yield item
+            return
         try:
             parser = JsonArrayParser(charset=charset, max_item_chars=MAX_BODY)
         except ValueError as exc:
@@ -140,6 +146,15 @@ class Response:
                 yield item
             if not chunk:
                 return
+
+    async def _whole_array(self, size: int) -> list[dict[str, Any]]:
+        body = await self._read(size)
+        if not body.strip():
+            return []  # an empty 200 body: tolerate it as "no results"
+        try:
+            return parse_array(body)
+        except ValueError as exc:
+            raise bad_response(f"malformed JSON: {exc}") from None
 
     async def discard(self) -> None:
         """Read and drop a small body so the connection can be reused (Create/Update)."""
