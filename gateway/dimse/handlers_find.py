@@ -25,16 +25,11 @@ from pynetdicom.dimse_primitives import C_FIND
 from gateway.backends.base import Backend
 from gateway.dimse.association import calling_ae
 from gateway.dimse.bridge import BackendStream, Bridge, Cancelled
-from gateway.dimse.charset import (
-    CharsetPolicy,
-    apply_charset,
-    decode_dataset,
-    received_dataset,
-)
+from gateway.dimse.charset import CharsetPolicy, decode_dataset, received_dataset
+from gateway.dimse.identifier import identifier_dataset
 from gateway.dimse.responses import error_dataset, status_dataset, status_hex, unexpected
 from gateway.errors import BadQuery, Busy, GatewayError, UpstreamBadResponse
 from gateway.logging import get_logger
-from gateway.model.dicom_json import json_to_dataset
 from gateway.model.query import WorklistQuery
 from gateway.model.status import DimseStatus, Operation
 from gateway.model.types import JsonDataset
@@ -143,10 +138,12 @@ class FindService:
             identifier = received_dataset(lambda: event.identifier, BadQuery)
             requested = decode_dataset(identifier, BadQuery)
             query = WorklistQuery.from_identifier(identifier)
+            syntax = event.context.transfer_syntax
+            encoding = (bool(syntax.is_implicit_VR), bool(syntax.is_little_endian))
             stream = self.bridge.open_stream(lambda: self.backend.search_worklist(query))
             with self.cancels.watch(assoc, msg_id, stream):
                 for item in stream:
-                    response, lossy = self._response(query, item, peer, requested)
+                    response, lossy = self._response(query, item, peer, requested, encoding)
                     count += 1
                     replaced += lossy
                     yield int(DimseStatus.PENDING), response
@@ -179,11 +176,23 @@ class FindService:
         return final
 
     def _response(
-        self, query: WorklistQuery, item: JsonDataset, peer: str, requested: tuple[str, ...]
+        self,
+        query: WorklistQuery,
+        item: JsonDataset,
+        peer: str,
+        requested: tuple[str, ...],
+        encoding: tuple[bool, bool],
     ) -> tuple[Dataset, int]:
-        """One pending identifier, and how many values lost characters to a peer charset."""
+        """One pending identifier, and how many values lost characters to a peer charset.
+
+        ``encoding`` (implicit VR, little endian) is the context's transfer syntax.
+        """
         try:
             answer = self.charsets.answer(query.project(item), calling_ae=peer, requested=requested)
-            return apply_charset(json_to_dataset(answer.item), answer.charset), answer.replaced
+            implicit, little = encoding
+            identifier = identifier_dataset(
+                answer.item, answer.charset, implicit_vr=implicit, little_endian=little
+            )
+            return identifier, answer.replaced
         except GatewayError as exc:  # the backend's item, not the request, is at fault
             raise UpstreamBadResponse(f"a result cannot be encoded: {exc.message}") from exc

@@ -252,7 +252,7 @@ def _build_dataset(obj: JsonDataset, where: tuple[str, ...], top_tag: int = 0) -
                     ]
                 )
             else:
-                value = _pydicom_value(attr, vr)
+                value = pydicom_value(attr, vr)
             elem = DataElement(
                 tag, vr, value, validation_mode=pydicom_config.IGNORE, already_converted=vr == "UN"
             )
@@ -270,7 +270,8 @@ class _ValueProblem(ValueError):
     """A value pydicom cannot take; args[0] says why without quoting the value."""
 
 
-def _pydicom_value(attr: dict[str, Any], vr: str) -> Any:
+def pydicom_value(attr: dict[str, Any], vr: str) -> Any:
+    """The value pydicom gets for a (non-sequence) attribute: str/number, list, or empty."""
     if "InlineBinary" in attr:
         return base64.b64decode(attr["InlineBinary"])
     values = attr.get("Value")
