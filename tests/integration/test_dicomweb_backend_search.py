@@ -64,10 +64,19 @@ async def collect(backend: DicomwebBackend, query: WorklistQuery) -> list[JsonDa
 
 @contextlib.asynccontextmanager
 async def origin_and_backend(
-    page_size: int = 100, timeout_s: float = 2.0, **origin_options: Any
+    page_size: int = 100,
+    timeout_s: float = 2.0,
+    first_page_size: int | None = None,
+    **origin_options: Any,
 ) -> AsyncIterator[tuple[FakeOrigin, DicomwebBackend]]:
+    """By default every page, the first included, asks for ``page_size`` results."""
     async with running_origin(**origin_options) as origin:
-        settings = DicomwebBackendSettings(url=origin.url, page_size=page_size, timeout_s=timeout_s)
+        settings = DicomwebBackendSettings(
+            url=origin.url,
+            page_size=page_size,
+            first_page_size=first_page_size or page_size,
+            timeout_s=timeout_s,
+        )
         backend = await DicomwebBackend.open("cloud", settings, retry=FAST_RETRY)
         try:
             yield origin, backend
@@ -125,6 +134,30 @@ async def test_pages_follow_the_additional_results_warning() -> None:
     assert results == origin.worklist
     assert paging(origin) == [("0", "100"), ("100", "100"), ("200", "100")]
     assert len({r.peer for r in origin.requests}) == 1  # one pooled connection
+
+
+async def test_a_small_first_page_then_full_pages() -> None:
+    async with origin_and_backend(page_size=100, first_page_size=10) as (origin, backend):
+        origin.worklist = [item(n) for n in range(250)]
+        results = await collect(backend, all_query())
+    assert results == origin.worklist
+    assert paging(origin) == [("0", "10"), ("10", "100"), ("110", "100"), ("210", "100")]
+
+
+async def test_a_small_first_page_without_warning() -> None:
+    kwargs: dict[str, Any] = {"page_size": 50, "first_page_size": 10, "warn_remaining": False}
+    async with origin_and_backend(**kwargs) as (origin, backend):
+        origin.worklist = [item(n) for n in range(30)]
+        results = await collect(backend, all_query())
+    assert results == origin.worklist
+    assert paging(origin) == [("0", "10"), ("10", "50")]  # the second page is short: the end
+
+
+async def test_the_first_page_is_never_larger_than_a_page() -> None:
+    async with origin_and_backend(page_size=5, first_page_size=10) as (origin, backend):
+        origin.worklist = [item(n) for n in range(7)]
+        assert await collect(backend, all_query()) == origin.worklist
+    assert paging(origin) == [("0", "5"), ("5", "5")]
 
 
 async def test_origin_clamping_the_limit_is_followed_by_its_warning() -> None:

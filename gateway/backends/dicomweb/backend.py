@@ -85,7 +85,10 @@ class DicomwebBackend:
     async def search_worklist(self, query: WorklistQuery) -> AsyncGenerator[JsonDataset, None]:
         """Page through the origin's Search, yielding each result as soon as it is parsed.
 
-        Pages are ``limit = page_size`` from ``offset = 0`` on; the next page is requested
+        The first page asks for ``first_page_size`` results (capped by ``page_size``), the
+        following ones for ``page_size``: the origin answers a small page sooner, so the
+        modality sees its first results sooner, and the next page is fetched while the
+        DIMSE front is still sending the first (its buffer runs ahead). The next page is requested
         while the origin's Warning says results remain (an origin that sent the Warning once
         is finished when a page comes without it), or, from an origin that never sends it,
         while pages come back full. A 413 halves the page size (PS3.2 user-agent template).
@@ -93,7 +96,8 @@ class DicomwebBackend:
         """
         params = search_params(query)
         uid_lists = frozenset(path_to_tags(key.path) for key in query.keys if key.vr == "UI")
-        offset, limit = 0, self._settings.page_size
+        page_size = self._settings.page_size
+        offset, limit = 0, min(self._settings.first_page_size, page_size)
         counts = False  # has the origin announced remaining results in this search?
         while True:
             url = self._client.url(
@@ -124,6 +128,7 @@ class DicomwebBackend:
                 if not (too_large and received == 0 and limit > 1):
                     raise
                 limit = max(1, limit // 2)
+                page_size = min(page_size, limit)
                 log.info("upstream page too large, halving", limit=limit)
                 continue
             counts = counts or remaining is not None
@@ -134,6 +139,7 @@ class DicomwebBackend:
                 # sent everything at once.
                 return
             offset += received
+            limit = page_size
 
     # --- MPPS ---------------------------------------------------------------------------
 
