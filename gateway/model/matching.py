@@ -394,6 +394,11 @@ class CompiledMatcher:
         """True when ``item`` satisfies every matching key."""
         return self._root is None or self._root(item)
 
+    @property
+    def universal(self) -> bool:
+        """True when no key constrains: every item matches (a store may skip decoding)."""
+        return self._root is None
+
     def _level(self, level: dict[int, _Node], parent: TagPath) -> ItemMatcher | None:
         checks: list[tuple[str, Callable[[Any], bool]]] = []
         whole: list[ItemMatcher] = []

@@ -5,6 +5,12 @@ All SQLite work runs in worker threads (``anyio.to_thread.run_sync`` under one
 are serialised by an async lock, so a waiting writer holds no thread; searches take a
 connection of their own from a small pool and keep its cursor open while the consumer
 pulls results, so the worklist is streamed in batches, never loaded whole.
+
+A search hands rows that SQL alone decided (see ``search.py``, residual matching) over as
+JSON bytes, decoded one at a time just before it is yielded (some microseconds on the event
+loop): decoding a whole batch up front kept hundreds of items alive at once, and the
+garbage collector's passes over them cost more than the decoding itself. Rows that need
+the matcher are decoded and matched in the thread.
 """
 
 from __future__ import annotations
@@ -37,9 +43,12 @@ T = TypeVar("T")
 
 THREADS = 8  # worker threads for SQLite work of one backend
 MAX_IDLE_READERS = 4
-FIRST_FETCH = 32  # rows fetched first: the first result comes back quickly
-NEXT_FETCH = 256  # rows fetched per step afterwards
-MAX_SCAN_PER_BATCH = 2000  # rows examined in one thread call before yielding control
+FETCH_ROWS = 128  # rows per fetchmany() step
+# Rows one thread call takes at most. Each call is a thread hop, which costs 0.1 ms idle
+# and over a millisecond on a busy machine, so the first call already takes a typical
+# search whole (a day's steps of one modality: a few hundred); later calls take more.
+FIRST_BATCH_ROWS = 384
+NEXT_BATCH_ROWS = 2048
 
 
 @dataclass(frozen=True)
@@ -85,35 +94,52 @@ class _Readers:
 
 
 class _Scan:
-    """One streaming search: a connection, a cursor and the matcher, used batch by batch."""
+    """One streaming search: a connection, a cursor and the matchers, used batch by batch."""
 
     def __init__(self, readers: _Readers, query: WorklistQuery) -> None:
         self._readers = readers
         self._query = query
         self._conn: sqlite3.Connection | None = None
         self._cursor: sqlite3.Cursor | None = None
-        self._fetch = FIRST_FETCH
+        self._limit = FIRST_BATCH_ROWS
+        self._residual: Callable[[JsonDataset], bool] | None = None
+        self._done = False
 
-    def next_batch(self) -> tuple[list[JsonDataset], bool]:
-        """Blocking: the next matches (at least one unless done) and whether rows remain."""
+    def next_batch(self) -> tuple[list[bytes | JsonDataset], bool]:
+        """Blocking: the next matches (maybe none) and whether the scan is done.
+
+        A match is a decoded item, or the JSON (bytes) of a row that needed no matcher.
+        """
+        if self._done:
+            return [], True
         if self._cursor is None:
             plan = plan_search(self._query)
+            compiled = plan.residual.compiled()
+            self._residual = None if compiled.universal else compiled.matches
             self._conn = self._readers.acquire()
             self._cursor = self._conn.execute(plan.sql, plan.params)
-        matches: list[JsonDataset] = []
+        residual = self._residual
+        matches: list[bytes | JsonDataset] = []
+        limit, self._limit = self._limit, NEXT_BATCH_ROWS
         scanned = 0
-        while scanned < MAX_SCAN_PER_BATCH:
-            rows = self._cursor.fetchmany(self._fetch)
-            if not rows:
-                return matches, True
-            self._fetch = NEXT_FETCH
+        while scanned < limit:
+            size = min(FETCH_ROWS, limit - scanned)
+            rows = self._cursor.fetchmany(size)
             scanned += len(rows)
-            for row in rows:
-                item: JsonDataset = orjson.loads(row[2])
-                if self._query.matches(item):
+            for _start, _id, doc, trusted in rows:
+                # Untrusted rows (irregular, older, or with an inexact column) get the whole
+                # query; it is compiled once, on the first such row.
+                check = residual if trusted else self._query.compiled().matches
+                if check is None:
+                    matches.append(doc)  # SQL decided every key for this row
+                    continue
+                item: JsonDataset = orjson.loads(doc)
+                if check(item):
                     matches.append(item)
-            if matches:
-                break
+            if len(rows) < size:  # fetchmany comes back short only at the end
+                self._done = True
+                self.close()  # frees the connection while the consumer takes the last batch
+                return matches, True
         return matches, False
 
     def close(self) -> None:
@@ -218,11 +244,11 @@ class LocalBackend:
         try:
             while True:
                 batch, done = await self._call(scan.next_batch)
-                for item in batch:
+                for found in batch:
                     # Cheap: raises only if our scope was cancelled (no task switch), so a
                     # cancelled consumer stops within one result, not one batch.
                     await anyio.lowlevel.checkpoint_if_cancelled()
-                    yield item
+                    yield orjson.loads(found) if isinstance(found, bytes) else found
                 if done:
                     return
         finally:

@@ -5,12 +5,17 @@ items is queued, so a bad file is reported with one clear reason and contributes
 while the other files still go in. Valid rows are written in batches, each one
 transaction, which keeps imports fast (no per-item commit) without holding the write lock
 for the whole run.
+
+A JSON array is decoded item by item and each item is turned into its rows (plain text)
+at once, so a big file never exists as millions of live Python objects: the garbage
+collector's passes over those cost more than the decoding itself.
 """
 
 from __future__ import annotations
 
 import io
 import json
+import re
 import warnings
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -33,6 +38,8 @@ BATCH_ROWS = 2000
 PROGRESS_EVERY = 500
 MAX_JSON_DEPTH = 64
 MAX_JSON_DATASETS = 50_000_000
+_JSON_SPACE = re.compile(r"[ \t\n\r]*")  # JSON's whitespace (RFC 8259), as json.loads skips
+_DECODER = json.JSONDecoder()  # the same decoder as json.loads
 
 
 class FileRejected(Exception):
@@ -113,22 +120,103 @@ def _read_dicom(data: bytes) -> list[dict[str, object]]:
         return [dataset_to_json(ds)]
 
 
-def _read_json(data: bytes) -> list[Any]:
-    """Items of a DICOM JSON file (object or array), shape-checked.
+class _Progress:
+    """Report items checked in steps of PROGRESS_EVERY, never one item twice."""
 
-    Fast path for big operator files: the C JSON parser plus the shared shape check per
-    item. Anything it rejects goes through :func:`parse_json_body`, which also accepts
-    lower-case tag keys and words the error precisely. (The fast path lets a duplicate
+    def __init__(self, callback: Callable[[int], object] | None) -> None:
+        self._callback = callback
+        self._reported = 0
+
+    def update(self, checked: int, *, final: bool = False) -> None:
+        step = checked - self._reported
+        if self._callback is not None and (step >= PROGRESS_EVERY or (final and step > 0)):
+            self._callback(step)
+            self._reported = checked
+
+
+def _skip_space(text: str, pos: int) -> int:
+    found = _JSON_SPACE.match(text, pos)
+    return found.end() if found else pos
+
+
+def _json_items(text: str) -> Iterator[Any]:
+    """The values of a JSON text: each element of a top-level array, one at a time.
+
+    Accepts exactly what ``json.loads`` accepts (same decoder, same whitespace); raises
+    ``ValueError`` (or ``RecursionError``) for anything else, possibly after some items.
+    """
+    pos = _skip_space(text, 0)
+    if not text.startswith("[", pos):
+        yield json.loads(text)
+        return
+    pos = _skip_space(text, pos + 1)
+    if text.startswith("]", pos):
+        pos += 1
+    else:
+        while True:
+            item, pos = _DECODER.raw_decode(text, pos)
+            yield item
+            pos = _skip_space(text, pos)
+            if text.startswith(",", pos):
+                pos = _skip_space(text, pos + 1)
+            elif text.startswith("]", pos):
+                pos += 1
+                break
+            else:
+                raise ValueError(f"expected ',' or ']' at character {pos}")
+    if _skip_space(text, pos) != len(text):
+        raise ValueError(f"extra data at character {pos}")
+
+
+def _rows_of_items(items: list[Any], *, checked: bool, progress: _Progress) -> list[SpsRow]:
+    """Split every item; the first that cannot be stored rejects the file."""
+    rows: list[SpsRow] = []
+    for number, item in enumerate(items, 1):
+        try:
+            rows.extend(split_item(item, checked=checked))
+        except GatewayError as exc:
+            raise FileRejected(_item_reason(exc, number, len(items))) from None
+        progress.update(number)
+    progress.update(len(items), final=True)
+    return rows
+
+
+def _item_reason(exc: GatewayError, number: int, total: int) -> str:
+    where = f"item {number}: " if total > 1 else ""
+    return f"{where}{exc.message}"
+
+
+def _rows_of_json(data: bytes, progress: _Progress) -> list[SpsRow]:
+    """Rows of a DICOM JSON file (object or array), every item shape-checked.
+
+    Fast path for big operator files: the C JSON decoder item by item plus the shared
+    shape check. Anything it rejects goes through :func:`parse_json_body`, which also
+    accepts lower-case tag keys and words the error precisely; an item the store cannot
+    key on is reported only once the whole file is known to be valid JSON, so a file is
+    rejected for the same reason as by the careful parser. (The fast path lets a duplicate
     member in one object win silently, as JSON parsers commonly do.)
     """
+    rows: list[SpsRow] = []
+    unusable: tuple[GatewayError, int] | None = None
+    count = 0
     try:
-        parsed = json.loads(data.decode("utf-8").removeprefix("\ufeff"))
-        items = parsed if isinstance(parsed, list) else [parsed]
-        for item in items:
+        text = data.decode("utf-8").removeprefix("\ufeff")
+        for count, item in enumerate(_json_items(text), 1):
             validate_json_dataset(item, max_depth=MAX_JSON_DEPTH)
-        return items
+            if unusable is not None:
+                continue
+            try:
+                rows.extend(split_item(item, checked=True))
+            except GatewayError as exc:
+                unusable = (exc, count)
+            progress.update(count)
     except (ValueError, RecursionError, GatewayError):
-        return parse_json_body(data, max_depth=MAX_JSON_DEPTH, max_items=MAX_JSON_DATASETS)
+        items = parse_json_body(data, max_depth=MAX_JSON_DEPTH, max_items=MAX_JSON_DATASETS)
+        return _rows_of_items(items, checked=True, progress=progress)
+    if unusable is not None:
+        raise FileRejected(_item_reason(unusable[0], unusable[1], count))
+    progress.update(count, final=True)
+    return rows
 
 
 def read_rows(path: Path, on_checked: Callable[[int], object] | None = None) -> list[SpsRow]:
@@ -143,30 +231,22 @@ def read_rows(path: Path, on_checked: Callable[[int], object] | None = None) -> 
         raise FileRejected(f"cannot read: {exc.strerror or exc}") from None
     if not data.strip():
         raise FileRejected("file is empty")
-    try:
-        if _looks_like_json(data):
-            items = _read_json(data)
-            checked = True
-        else:
-            items = _read_dicom(data)
-            checked = False
-    except GatewayError as exc:
-        raise FileRejected(exc.message) from None
-    except FileRejected:
-        raise
-    except Exception as exc:  # pydicom raises many exception types on corrupt files
-        raise FileRejected(f"not a readable DICOM file ({type(exc).__name__})") from None
-    rows: list[SpsRow] = []
-    for number, item in enumerate(items, 1):
+    progress = _Progress(on_checked)
+    if _looks_like_json(data):
         try:
-            rows.extend(split_item(item, checked=checked))
+            rows = _rows_of_json(data, progress)
         except GatewayError as exc:
-            where = f"item {number}: " if len(items) > 1 else ""
-            raise FileRejected(f"{where}{exc.message}") from None
-        if on_checked is not None and number % PROGRESS_EVERY == 0:
-            on_checked(PROGRESS_EVERY)
-    if on_checked is not None and len(items) % PROGRESS_EVERY:
-        on_checked(len(items) % PROGRESS_EVERY)
+            raise FileRejected(exc.message) from None
+    else:
+        try:
+            items = _read_dicom(data)
+        except GatewayError as exc:
+            raise FileRejected(exc.message) from None
+        except FileRejected:
+            raise
+        except Exception as exc:  # pydicom raises many exception types on corrupt files
+            raise FileRejected(f"not a readable DICOM file ({type(exc).__name__})") from None
+        rows = _rows_of_items(items, checked=False, progress=progress)
     if not rows:
         raise FileRejected("no worklist items in this file")
     return rows

@@ -10,6 +10,11 @@ A column can only stand for the item when the value is single and regular; when 
 several values), the row is flagged ``irregular`` and every search re-checks it with the
 shared matcher instead of trusting the columns. Station AE Titles may legitimately be
 multi-valued, so they get a side table with one row per value.
+
+A regular column can still differ from what the matcher sees in corner cases (a number
+instead of text, NUL padding, a date that is no calendar date). ``SpsRow.exact`` has one
+bit per column that holds *exactly* the matcher's view of its attribute; only those
+columns may decide a key on their own (see ``search.py``), the others only narrow.
 """
 
 from __future__ import annotations
@@ -21,8 +26,11 @@ import unicodedata
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 from gateway.errors import InvalidAttributeValue, MissingAttribute
 from gateway.model.dicom_json import validate_json_dataset
+from gateway.model.matching import parse_da
 from gateway.model.types import JsonDataset
 
 # Tags as DICOM JSON keys.
@@ -40,11 +48,23 @@ SPS_ID = "00400009"
 SPS_STATUS = "00400020"
 SPS_SEQUENCE = "00400100"
 
-_DATE = re.compile(r"\d{8}")
-_TIME = re.compile(r"(\d{2})(\d{2})?(\d{2})?(\.\d{1,6})?")
+# ASCII digits only: ``\d`` also takes other scripts' digits, which int() reads as numbers
+# but which do not sort like dates in start_dt.
+_DATE = re.compile(r"[0-9]{8}")
+_TIME = re.compile(r"([0-9]{2})([0-9]{2})?([0-9]{2})?(\.[0-9]{1,6})?")
+
+# Bits of SpsRow.exact (stored in sps.exact): this column is exactly the matcher's view.
+EXACT_MODALITY = 1
+EXACT_STATION = 2  # the sps_station rows
+EXACT_DATE = 4  # the date part of start_dt
+EXACT_STATUS = 8
+EXACT_SPS_ID = 16
+EXACT_PATIENT_ID = 32
+EXACT_ACCESSION = 64
+EXACT_STUDY_UID = 128
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class SpsRow:
     """One scheduled procedure step ready to be written."""
 
@@ -60,6 +80,7 @@ class SpsRow:
     stations: tuple[str, ...]
     irregular: bool
     doc: str  # the DICOM JSON text of the item with exactly one SPS item
+    exact: int = 0  # EXACT_* bits; 0 trusts no column (always safe)
 
 
 def values(element: Any) -> list[Any]:
@@ -125,14 +146,79 @@ def normalise_time(text: str) -> str | None:
     return f"{hh}{mm or '00'}{ss or '00'}{frac or ''}"
 
 
+def _texts(element: Any) -> tuple[list[str], bool]:
+    """Non-blank values without padding (numbers as text, as ``_strings``) and plainness.
+
+    Plain: every value is null or text padded with spaces only. The column strips spaces
+    and NULs, the string matcher strips spaces only and never matches a non-string; for a
+    plain attribute both see the same non-blank values, and its blank values (spaces)
+    match no key SQL compares, so its column is exactly the matcher's view.
+    """
+    if not isinstance(element, dict):
+        return [], element is None
+    found = element.get("Value")
+    if found is None:
+        return [], True
+    if not isinstance(found, list):
+        return [], False
+    out: list[str] = []
+    plain = True
+    for value in found:
+        if isinstance(value, str):
+            text = value.strip(" \0")
+            if text:
+                out.append(text)
+            if plain and value.strip(" ") != text:
+                plain = False
+        elif value is not None:
+            plain = False
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                out.append(str(value))
+    return out, plain
+
+
+def plain_text(element: Any) -> bool:
+    """True when the column of this attribute is exactly what the string matcher compares."""
+    return _texts(element)[1]
+
+
+def _text_values(element: Any) -> list[Any] | None:
+    """The values of an attribute when every one is null or text, else None."""
+    if element is None:
+        return []
+    if not isinstance(element, dict):
+        return None
+    found = element.get("Value")
+    if found is None:
+        return []
+    if not isinstance(found, list) or any(v is not None and not isinstance(v, str) for v in found):
+        return None
+    return found
+
+
+def exact_date(element: Any, date: str) -> bool:
+    """True when ``date`` (the column's ASCII ``YYYYMMDD``) is all the DA matcher can see.
+
+    The matcher reads ``value.strip()`` of text values only and needs a calendar date; the
+    other values must be blank, which the matcher can never parse as a date.
+    """
+    found = _text_values(element)
+    if found is None or parse_da(date) is None:
+        return False
+    return all(v is None or not v.strip(" \0") or v.strip() == date for v in found)
+
+
 class _Columns:
-    """Collects column values and notes when a value cannot stand for the item."""
+    """Collects column values, notes when one cannot stand for the item, and exact bits."""
 
     def __init__(self) -> None:
         self.irregular = False
+        self.exact = 0
 
-    def single(self, ds: JsonDataset, key: str) -> str | None:
-        found = _strings(ds, key)
+    def single(self, element: Any, bit: int) -> str | None:
+        found, plain = _texts(element)
+        if plain:
+            self.exact |= bit
         if len(found) > 1:
             self.irregular = True
         return found[0] if len(found) == 1 else None
@@ -205,35 +291,53 @@ def _row(base: JsonDataset, sps: JsonDataset, study_uid: str, sps_id: str) -> Sp
         patient_name = person_name_alphabetic(names[0]) or None
         if patient_name is not None:
             name_key = name_search_key(patient_name)
-    date_text = cols.single(sps, SPS_START_DATE)
+    date_element = sps.get(SPS_START_DATE)
+    date_text = cols.single(date_element, 0)
     start_dt = ""
     if date_text is not None:
         if _DATE.fullmatch(date_text):
             time_text = single_string(sps, SPS_START_TIME)
             time_key = normalise_time(time_text) if time_text is not None else None
             start_dt = date_text + (time_key or "")
+            if exact_date(date_element, date_text):
+                cols.exact |= EXACT_DATE
         else:
             cols.irregular = True
-    stations = tuple(_strings(sps, SCHEDULED_STATION_AE))
+    stations, plain_stations = _texts(sps.get(SCHEDULED_STATION_AE))
+    if plain_stations:
+        cols.exact |= EXACT_STATION
+    if plain_text(sps.get(SPS_ID)):
+        cols.exact |= EXACT_SPS_ID
+    # UIDs: both sides strip spaces and NULs; only a non-string value differs.
+    if _text_values(base.get(STUDY_INSTANCE_UID)) is not None:
+        cols.exact |= EXACT_STUDY_UID
     return SpsRow(
         study_uid=study_uid,
         sps_id=sps_id,
         start_dt=start_dt,
-        modality=cols.single(sps, MODALITY),
-        patient_id=cols.single(base, PATIENT_ID),
+        modality=cols.single(sps.get(MODALITY), EXACT_MODALITY),
+        patient_id=cols.single(base.get(PATIENT_ID), EXACT_PATIENT_ID),
         patient_name=patient_name,
         name_key=name_key,
-        accession=cols.single(base, ACCESSION_NUMBER),
-        status=cols.single(sps, SPS_STATUS),
-        stations=stations,
+        accession=cols.single(base.get(ACCESSION_NUMBER), EXACT_ACCESSION),
+        status=cols.single(sps.get(SPS_STATUS), EXACT_STATUS),
+        stations=tuple(stations),
         irregular=cols.irregular,
         doc=dump(doc),
+        exact=cols.exact,
     )
 
 
 def dump(doc: JsonDataset) -> str:
-    """Compact JSON text as stored."""
-    return json.dumps(doc, ensure_ascii=False, separators=(",", ":"))
+    """Compact JSON text as stored (orjson: a tenth of the import's encoding time).
+
+    orjson refuses what the standard encoder still writes (integers beyond 64 bits, lone
+    surrogates); those rare documents take the standard path, as before.
+    """
+    try:
+        return orjson.dumps(doc).decode()
+    except orjson.JSONEncodeError:
+        return json.dumps(doc, ensure_ascii=False, separators=(",", ":"))
 
 
 def with_sps_status(doc: JsonDataset, status: str) -> JsonDataset:

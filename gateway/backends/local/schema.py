@@ -15,12 +15,15 @@ from pathlib import Path
 
 from gateway.errors import Busy, InternalError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: sps.exact; an older gateway must not write rows without it
 BUSY_TIMEOUT_MS = 10_000
+WRITER_CACHE_KIB = 32_768  # page cache of the writer: index updates of big imports stay in it
 
 # start_dt: "YYYYMMDD[HHMMSS[.ffffff]]" or "" when the date is unknown; it orders results
 # and serves date ranges as a prefix range. irregular = 1: the columns cannot stand for the
-# item (see items.py); such rows are always handed to the matcher.
+# item (see items.py); such rows are always handed to the matcher. exact: bits of the columns
+# that hold exactly what the matcher sees (items.py EXACT_*); 0 (rows from schema 1) trusts
+# none, so every key is checked by the matcher.
 _DDL = """
 CREATE TABLE IF NOT EXISTS sps (
     id INTEGER PRIMARY KEY,
@@ -35,7 +38,8 @@ CREATE TABLE IF NOT EXISTS sps (
     status TEXT,
     irregular INTEGER NOT NULL DEFAULT 0,
     updated_at REAL NOT NULL,
-    doc TEXT NOT NULL
+    doc TEXT NOT NULL,
+    exact INTEGER NOT NULL DEFAULT 0
 );
 CREATE UNIQUE INDEX IF NOT EXISTS sps_key ON sps (study_uid, sps_id);
 CREATE INDEX IF NOT EXISTS sps_start ON sps (start_dt);
@@ -74,6 +78,8 @@ def _configure(conn: sqlite3.Connection, *, readonly: bool) -> None:
     conn.execute("PRAGMA temp_store = MEMORY")
     if readonly:
         conn.execute("PRAGMA query_only = 1")
+    else:
+        conn.execute(f"PRAGMA cache_size = -{WRITER_CACHE_KIB}")
 
 
 def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
@@ -106,6 +112,9 @@ def create_schema(conn: sqlite3.Connection) -> None:
         for statement in _DDL.split(";"):
             if statement.strip():
                 conn.execute(statement)
+        columns = {str(row[1]) for row in conn.execute("PRAGMA table_info(sps)")}
+        if "exact" not in columns:  # schema 1: its rows keep 0, nothing trusted
+            conn.execute("ALTER TABLE sps ADD COLUMN exact INTEGER NOT NULL DEFAULT 0")
         conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
 

@@ -14,27 +14,31 @@ from gateway.backends.local.items import SpsRow, dump, with_sps_status
 from gateway.backends.local.schema import immediate
 from gateway.model.types import JsonDataset
 
+_FIND = "SELECT id FROM sps WHERE study_uid = ? AND sps_id = ?"
 _INSERT = (
     "INSERT INTO sps (study_uid, sps_id, start_dt, modality, patient_id, patient_name,"
-    " name_key, accession, status, irregular, updated_at, doc)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " name_key, accession, status, irregular, updated_at, doc, exact)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 _UPDATE = (
     "UPDATE sps SET start_dt = ?, modality = ?, patient_id = ?, patient_name = ?,"
-    " name_key = ?, accession = ?, status = ?, irregular = ?, updated_at = ?, doc = ?"
-    " WHERE id = ?"
+    " name_key = ?, accession = ?, status = ?, irregular = ?, updated_at = ?, doc = ?,"
+    " exact = ? WHERE id = ?"
 )
+_INSERT_STATION = "INSERT INTO sps_station (ae, start_dt, sps) VALUES (?, ?, ?)"
 
 
 def upsert_rows(conn: sqlite3.Connection, rows: Iterable[SpsRow], now: float) -> tuple[int, int]:
     """Insert or replace rows keyed on (Study Instance UID, SPS ID); (inserted, updated)."""
     inserted = updated = 0
+    execute = conn.execute  # the loop runs once per step of a big import: keep it lean
     with immediate(conn):
         for row in rows:
-            found = conn.execute(
-                "SELECT id FROM sps WHERE study_uid = ? AND sps_id = ?", (row.study_uid, row.sps_id)
-            ).fetchone()
+            found = execute(_FIND, (row.study_uid, row.sps_id)).fetchone()
             values = (
+                row.study_uid,
+                row.sps_id,
+                row.start_dt,
                 row.modality,
                 row.patient_id,
                 row.patient_name,
@@ -44,20 +48,23 @@ def upsert_rows(conn: sqlite3.Connection, rows: Iterable[SpsRow], now: float) ->
                 int(row.irregular),
                 now,
                 row.doc,
+                row.exact,
             )
             if found is None:
-                cursor = conn.execute(_INSERT, (row.study_uid, row.sps_id, row.start_dt, *values))
-                rowid = cursor.lastrowid
+                rowid = execute(_INSERT, values).lastrowid
                 inserted += 1
             else:
                 rowid = found[0]
-                conn.execute(_UPDATE, (row.start_dt, *values, rowid))
-                conn.execute("DELETE FROM sps_station WHERE sps = ?", (rowid,))
+                execute(_UPDATE, (*values[2:], rowid))
+                execute("DELETE FROM sps_station WHERE sps = ?", (rowid,))
                 updated += 1
-            conn.executemany(
-                "INSERT INTO sps_station (ae, start_dt, sps) VALUES (?, ?, ?)",
-                [(ae, row.start_dt, rowid) for ae in dict.fromkeys(row.stations)],
-            )
+            stations = row.stations
+            if len(stations) == 1:
+                execute(_INSERT_STATION, (stations[0], row.start_dt, rowid))
+            elif stations:
+                conn.executemany(
+                    _INSERT_STATION, [(ae, row.start_dt, rowid) for ae in dict.fromkeys(stations)]
+                )
     return inserted, updated
 
 
