@@ -113,6 +113,7 @@ class DicomwebBackendSettings:
     max_queue_age_h: float = 72.0  # a queued message older than this is dead-lettered
     retry_initial_s: float = 1.0  # first redelivery delay (doubles, with jitter)
     retry_max_s: float = 300.0  # longest delay between redeliveries
+    circuit_breaker_s: float = 30.0  # queue writes at once this long after "not performed"
 
 
 @dataclass(frozen=True)
@@ -133,6 +134,7 @@ class DimseBackendSettings:
     max_queue_age_h: float = 72.0  # a queued message older than this is dead-lettered
     retry_initial_s: float = 1.0  # first redelivery delay (doubles, with jitter)
     retry_max_s: float = 300.0  # longest delay between redeliveries
+    circuit_breaker_s: float = 30.0  # queue writes at once this long after "not performed"
 
 
 BackendSettings = LocalBackendSettings | DicomwebBackendSettings | DimseBackendSettings
@@ -354,3 +356,8 @@ def _cross_check(s: Settings) -> None:
             _check_positive(backend.first_page_size, f"{key}.first_page_size")
             validate_dicomweb_auth(backend, key)
             _check_positive(backend.timeout_s, f"{key}.timeout_s")
+        if (
+            isinstance(backend, DimseBackendSettings | DicomwebBackendSettings)
+            and backend.circuit_breaker_s < 0
+        ):
+            raise ConfigError(f"{key}.circuit_breaker_s", "must be 0 (off) or more")

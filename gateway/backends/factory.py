@@ -39,12 +39,7 @@ async def _with_outbox(
     """Wrap an upstream in the durable MPPS outbox (``store_and_forward = true``)."""
     from gateway.backends.outbox import RetryPolicy, StoreAndForwardBackend
 
-    policy = RetryPolicy(
-        max_queue_age_h=config.max_queue_age_h,
-        retry_initial_s=config.retry_initial_s,
-        retry_max_s=config.retry_max_s,
-        grace_s=settings.shutdown_grace_s,
-    )
+    policy = RetryPolicy.from_settings(config, settings.shutdown_grace_s)
     try:
         return await StoreAndForwardBackend.open(upstream, settings.store.path, policy)
     except BaseException:

@@ -35,7 +35,7 @@ from gateway.dimse.responses import error_dataset, status_dataset, status_hex, u
 from gateway.errors import GatewayError, InvalidAttributeValue
 from gateway.logging import get_logger
 from gateway.model.dicom_json import dataset_to_json, json_to_dataset
-from gateway.model.mpps import missing_requested, select_attributes, validate_create
+from gateway.model.mpps import missing_requested, select_attributes
 from gateway.model.status import DimseStatus, Operation
 from gateway.model.types import JsonDataset
 from gateway.model.uids import generate_uid, validate_uid
@@ -95,7 +95,9 @@ class MppsService:
         try:
             self.bridge.begin(operation_key(event))
             attributes = _attributes(lambda: event.attribute_list)
-            validate_create(uid, attributes)  # precise statuses before any backend work
+            # No pre-check here: every backend checks a create with the same rules
+            # (gateway.model.mpps) before any work, so the statuses are as precise, and
+            # checking twice cost as much as the rest of the request.
             result = self.bridge.call(self.backend.create_mpps, uid, attributes)
             status = _warning_status(result)
         except Exception as exc:

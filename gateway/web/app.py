@@ -18,7 +18,7 @@ from gateway.backends.base import Backend
 from gateway.logging import get_logger
 from gateway.model.status import HttpStatus
 from gateway.settings import Settings
-from gateway.web.boundary import where
+from gateway.web.boundary import LOGGED, where
 from gateway.web.context import CONTEXT, WebContext
 from gateway.web.health import register_health
 from gateway.web.responses import StatusReport, report_media_type, report_response
@@ -75,13 +75,19 @@ def create_web_app(settings: Settings, backend: Backend) -> web.Application:
 
 
 class SafeAccessLogger(AbstractAccessLogger):
-    """Access log through structlog: method, path without query, status, size, time."""
+    """Access log through structlog: method, path without query, status, size, time.
+
+    Requests of the route table have logged their own ``dicomweb request`` line (with
+    status, time and peer); only the others (probes, 404, 405) get an ``http`` line.
+    """
 
     def __init__(self, logger: Any, log_format: str) -> None:
         super().__init__(logger, log_format)
         self._log = get_logger("web.access")
 
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time_: float) -> None:
+        if request.get(LOGGED):
+            return
         self._log.info(
             "http",
             method=request.method,

@@ -8,17 +8,26 @@ JSON live in :func:`gateway.model.dicom_json.parse_json_body`; XML is parsed by
 
 from __future__ import annotations
 
+import functools
+
 from aiohttp import web
 
 from gateway.errors import InvalidPayload, PayloadTooLarge
 from gateway.model import dicom_json, dicom_xml
 from gateway.model.types import JsonDataset
-from gateway.web.negotiation import classify_body, is_utf8
+from gateway.web.negotiation import BodyType, classify_body, is_utf8
+
+
+@functools.lru_cache(maxsize=32)
+def _body_type(content_type: str | None) -> BodyType:
+    """:func:`classify_body`, remembered: a modality sends the same header every time, and
+    parsing it was a measurable part of a queued write (a refusal raises, not cached)."""
+    return classify_body(content_type)
 
 
 async def read_dataset(request: web.Request, max_bytes: int) -> JsonDataset:
     """The one dataset of a Create/Update body (a bare object or a one-element array)."""
-    body_type = classify_body(request.headers.get("Content-Type"))
+    body_type = _body_type(request.headers.get("Content-Type"))
     length = request.content_length
     if length is not None and length > max_bytes:
         raise PayloadTooLarge(f"request body of {length} bytes exceeds the limit of {max_bytes}")

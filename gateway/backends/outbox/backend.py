@@ -5,8 +5,9 @@ Search passes through. An MPPS Create/Update is forwarded; when the upstream cer
 not perform it (unreachable, 503/0213, transient association reject, busy), it is checked
 against the gateway's own copy of that MPPS with the shared rules, committed to the outbox
 and answered as a success. A UID that already has queued messages gets its new messages
-queued behind them, so the order per UID holds. Every other upstream verdict passes through
-unchanged. The delivery worker is in :mod:`.delivery`.
+queued behind them, so the order per UID holds; while the circuit breaker is open
+(:mod:`.breaker`) new writes are queued without trying the upstream. Every other upstream
+verdict passes through unchanged. The delivery worker is in :mod:`.delivery`.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pathlib import Path
 
 from gateway.backends.base import Backend, MppsResult
 from gateway.backends.outbox import store as sql
+from gateway.backends.outbox.breaker import Breaker
 from gateway.backends.outbox.delivery import Delivery
 from gateway.backends.outbox.locks import KeyedLocks
 from gateway.backends.outbox.policy import not_performed
@@ -28,6 +30,7 @@ from gateway.logging import get_logger
 from gateway.model import mpps as rules
 from gateway.model.query import WorklistQuery
 from gateway.model.types import JsonDataset
+from gateway.settings import DicomwebBackendSettings, DimseBackendSettings
 
 log = get_logger("backends.outbox")
 
@@ -42,6 +45,20 @@ class RetryPolicy:
     retry_initial_s: float = 1.0
     retry_max_s: float = 300.0
     grace_s: float = 10.0  # how long an in-flight delivery may finish at shutdown
+    circuit_breaker_s: float = 30.0  # longest queue-at-once stretch; 0 = off (see .breaker)
+
+    @classmethod
+    def from_settings(
+        cls, settings: DicomwebBackendSettings | DimseBackendSettings, grace_s: float
+    ) -> RetryPolicy:
+        """The policy of one ``[backends.NAME]`` table."""
+        return cls(
+            max_queue_age_h=settings.max_queue_age_h,
+            retry_initial_s=settings.retry_initial_s,
+            retry_max_s=settings.retry_max_s,
+            grace_s=grace_s,
+            circuit_breaker_s=settings.circuit_breaker_s,
+        )
 
 
 class StoreAndForwardBackend:
@@ -57,6 +74,12 @@ class StoreAndForwardBackend:
         self.locks = KeyedLocks()
         self.backlog: set[str] = set()  # UIDs with queued or dead messages
         self.delivery = Delivery(self)
+        self.breaker = Breaker.with_jitter(
+            policy.retry_initial_s,
+            policy.retry_max_s,
+            policy.circuit_breaker_s,
+            on_close=self.delivery.wake,  # the backlog may go at once
+        )
         self.http_upstream = _is_http(upstream)
 
     @classmethod
@@ -164,25 +187,34 @@ class StoreAndForwardBackend:
         async with self.locks.hold(uid):
             if uid in self.backlog:
                 return await self._enqueue(uid, op, body, expected, reason="backlog")
-            if self.delivery.upstream_down():
-                # Circuit open: the upstream said "not performed" moments ago and its pause
-                # has not ended; queue at once rather than wait for another refusal.
+            if self.breaker.queue_at_once():
+                # Open: the upstream said "not performed" moments ago (or a probe is out);
+                # queue at once rather than wait for another refusal.
                 try:
                     return await self._enqueue(uid, op, body, expected, reason="upstream down")
                 except NoSuchInstance:
                     pass  # no copy to check an update against: let the upstream answer
             try:
-                result = await forward()
+                result = await self._forward(forward)
             except GatewayError as exc:
                 if not not_performed(exc):
                     raise
-                self.delivery.note_unavailable()
                 try:
                     return await self._enqueue(uid, op, body, expected, reason=exc.kind.value)
                 except NoSuchInstance:
                     raise exc from None  # no copy to check an update against: not performed
-            self.delivery.note_available()
             await self._remember(uid, expected)
+            return result
+
+    async def _forward(self, forward: Callable[[], Awaitable[MppsResult]]) -> MppsResult:
+        """Send a modality's write upstream, counting its outcome in the breaker."""
+        with self.breaker.attempt() as attempt:
+            try:
+                result = await forward()
+            except GatewayError as exc:
+                self.breaker.record(attempt, exc)
+                raise
+            self.breaker.record(attempt, None)
             return result
 
     async def _enqueue(
@@ -205,7 +237,8 @@ class StoreAndForwardBackend:
 
         message_id, new = await self.outbox.write(work)
         self.backlog.add(uid)
-        self.delivery.wake()
+        if not self.breaker.tripped:
+            self.delivery.wake()  # while tripped the worker waits for the breaker anyway
         log.info("MPPS queued", backend=name, uid=uid, op=op, message=message_id, reason=reason)
         # Plain success, no warning: the DIMSE front can only say "warning" with 0116
         # (attribute value out of range), which would mislead; logs, /ready and the CLI

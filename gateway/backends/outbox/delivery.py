@@ -1,11 +1,12 @@
 """The delivery worker: queued MPPS messages go upstream in order per UID.
 
-Each round takes the due head message of every UID (the oldest message of a UID is the
+Each round takes the UIDs whose head message is due (the oldest message of a UID is the
 only one that may go next, so a Create always precedes its Updates) and drains those UIDs
 concurrently, each under its UID lock: a slow or refused UID never holds up the others.
-A "not performed" failure pauses the whole backend with exponential backoff and jitter
-(the upstream is down; hammering it helps nobody) and postpones the message. State lives
-only in SQLite, so a restart continues where the last process stopped.
+A "not performed" failure trips the backend's :class:`~.breaker.Breaker` (the upstream is
+down; hammering it helps nobody): the worker pauses with exponential backoff and jitter,
+then sends one UID as the probe, and drains everything again once the upstream answers.
+Messages live only in SQLite, so a restart continues where the last process stopped.
 """
 
 from __future__ import annotations
@@ -43,8 +44,6 @@ class Delivery:
         self._owner = owner
         self._wake = anyio.Event()
         self._rng = random.Random()
-        self._hold_until = 0.0  # backend-wide pause after "not performed"
-        self._failures = 0  # consecutive "not performed" answers
         self._inflight: set[str] = set()
         self._limiter = anyio.CapacityLimiter(CONCURRENCY)
         self._last_report = 0.0
@@ -53,49 +52,40 @@ class Delivery:
         """New work: end the current wait."""
         self._wake.set()
 
-    def upstream_down(self) -> bool:
-        """Within the pause after a "not performed" answer (the circuit is open)."""
-        return time.time() < self._hold_until
-
-    def note_unavailable(self) -> None:
-        """A "not performed" answer: pause the backend (exponential backoff, jitter)."""
-        policy = self._owner.policy
-        self._failures += 1
-        pause_s = backoff_s(self._failures, policy.retry_initial_s, policy.retry_max_s, self._rng)
-        self._hold_until = max(self._hold_until, time.time() + pause_s)
-
-    def note_available(self) -> None:
-        """The upstream performed a write: close the circuit."""
-        self._failures = 0
-        self._hold_until = 0.0
-
     async def run(self) -> None:
         """Deliver rounds forever; cancellation lets in-flight deliveries finish (grace)."""
         owner = self._owner
+        breaker = owner.breaker
         async with anyio.create_task_group() as tg:
             while True:
                 self._wake = anyio.Event()
                 now = time.time()
                 await self._report(now)
-                if now >= self._hold_until:
-                    heads = await owner.outbox.read(partial(_due_heads, owner.name, now))
-                    for message in heads:
-                        if message.uid not in self._inflight:
-                            self._inflight.add(message.uid)
-                            tg.start_soon(self._drain, message.uid)
+                # Half-open: one UID probes the upstream, the others wait for its answer.
+                probing = breaker.tripped
+                if breaker.worker_may_send() and not (probing and self._inflight):
+                    limit = 1 if probing else ROUND_SIZE
+                    uids = await owner.outbox.read(partial(_due_uids, owner.name, now, limit))
+                    for uid in uids:
+                        if uid not in self._inflight:
+                            self._inflight.add(uid)
+                            tg.start_soon(self._drain, uid)
                 await self._sleep()
 
     async def _sleep(self) -> None:
         owner = self._owner
-        now = time.time()
-        if now < self._hold_until:
-            # The upstream is down: new messages cannot go before the pause ends anyway.
-            await anyio.sleep(self._hold_until - now)
+        pause_s = owner.breaker.paused_for()
+        if pause_s > 0:
+            # The upstream is down: nothing may go before the pause ends, unless a
+            # modality's write finds it up again (the breaker closes and wakes us).
+            with anyio.move_on_after(min(pause_s, POLL_S)):
+                await self._wake.wait()
             return
         if self._inflight:
             with anyio.move_on_after(POLL_S):
                 await self._wake.wait()  # a finished drain or a new message wakes us
             return
+        now = time.time()
         due = await owner.outbox.read(lambda c: sql.next_due(c, owner.name))
         wait = POLL_S
         if due is not None:
@@ -127,35 +117,47 @@ class Delivery:
     async def _deliver_head(self, uid: str) -> bool:
         """Deliver the head message of ``uid``; True when the next one may go at once."""
         owner = self._owner
+        breaker = owner.breaker
         async with owner.locks.hold(uid):
+            if not breaker.worker_may_send():
+                return False
             message = await owner.outbox.read(lambda c: sql.head(c, owner.name, uid))
             now = time.time()
             if message is None:
                 owner.backlog.discard(uid)
                 return False
-            if message.state != "queued" or message.next_at > now or now < self._hold_until:
+            if message.state != "queued" or message.next_at > now:
                 return False
             if now - message.created_at > owner.policy.max_queue_age_h * 3600:
                 await self._kill(message, "older than max_queue_age_h")
+                return False
+            if not breaker.worker_may_send():  # a modality's write became the probe meanwhile
                 return False
             # Shielded with a deadline: at shutdown the in-flight delivery may finish within
             # the grace period; if it cannot, its outcome is unknown and it is re-sent later.
             with anyio.CancelScope(shield=True):
                 with anyio.move_on_after(owner.policy.grace_s):
                     return await self._attempt(message)
-                await self._postpone(message, "delivery interrupted", pause=False)
+                await self._postpone(message, "delivery interrupted", backoff=True)
             return False
 
     async def _attempt(self, message: Message) -> bool:
         owner = self._owner
         upstream = owner.upstream
-        try:
-            if message.op == "create":
-                await upstream.create_mpps(message.uid, message.body)
+        error: GatewayError | None = None
+        with owner.breaker.attempt() as attempt:
+            try:
+                if message.op == "create":
+                    await upstream.create_mpps(message.uid, message.body)
+                else:
+                    await upstream.update_mpps(message.uid, message.body)
+            except GatewayError as exc:
+                owner.breaker.record(attempt, exc)
+                error = exc
             else:
-                await upstream.update_mpps(message.uid, message.body)
-        except GatewayError as exc:
-            return await self._failed(message, exc)
+                owner.breaker.record(attempt, None)
+        if error is not None:
+            return await self._failed(message, error)
         await self._delivered(message, "delivered")
         return True
 
@@ -167,7 +169,10 @@ class Delivery:
         if decision == "dead":
             await self._kill(message, _reason(exc))
             return False
-        await self._postpone(message, _reason(exc), pause=decision == "retry")
+        # "Not performed" is paced by the breaker (the whole backend waits), so the message
+        # stays due and goes first once the upstream is back; an unknown outcome waits on
+        # its own backoff.
+        await self._postpone(message, _reason(exc), backoff=decision == "uncertain")
         return False
 
     async def _landed_before(self, message: Message) -> bool:
@@ -179,7 +184,6 @@ class Delivery:
         return upstream_matches(copy.dataset, message.body)
 
     async def _delivered(self, message: Message, how: str) -> None:
-        self.note_available()
         await self._owner.outbox.write(lambda c: sql.delete_message(c, message.id))
         log.info(
             "MPPS " + how,
@@ -190,12 +194,12 @@ class Delivery:
             attempts=message.attempts + 1,
         )
 
-    async def _postpone(self, message: Message, reason: str, *, pause: bool) -> None:
+    async def _postpone(self, message: Message, reason: str, *, backoff: bool) -> None:
         policy = self._owner.policy
         attempts = message.attempts + 1
-        delay = backoff_s(attempts, policy.retry_initial_s, policy.retry_max_s, self._rng)
-        if pause:
-            self.note_unavailable()
+        delay = 0.0
+        if backoff:
+            delay = backoff_s(attempts, policy.retry_initial_s, policy.retry_max_s, self._rng)
         next_at = time.time() + delay
         await self._owner.outbox.write(
             lambda c: sql.postpone(c, message.id, attempts, next_at, reason)
@@ -205,7 +209,7 @@ class Delivery:
             backend=message.backend,
             message=message.id,
             attempts=attempts,
-            retry_in_s=round(delay, 2),
+            retry_in_s=round(max(delay, self._owner.breaker.paused_for()), 2),
             reason=reason,
         )
 
@@ -228,5 +232,5 @@ def _reason(exc: GatewayError) -> str:
     return f"{exc.kind.value}: {exc.message}{status}"
 
 
-def _due_heads(backend: str, now: float, conn: sqlite3.Connection) -> list[Message]:
-    return sql.due_heads(conn, backend, now, ROUND_SIZE)
+def _due_uids(backend: str, now: float, limit: int, conn: sqlite3.Connection) -> list[str]:
+    return sql.due_uids(conn, backend, now, limit)
