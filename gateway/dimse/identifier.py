@@ -20,7 +20,7 @@ from pydicom.charset import convert_encodings, default_encoding, encode_string
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.tag import Tag
-from pydicom.valuerep import PersonName
+from pydicom.valuerep import EXPLICIT_VR_LENGTH_32, PersonName
 
 from gateway.dimse.charset import Charset, apply_charset
 from gateway.model.dicom_json import json_to_dataset, pydicom_value, validate_json_dataset
@@ -31,10 +31,6 @@ _LATIN1_VRS = frozenset({"AE", "AS", "CS", "DA", "DT", "TM", "UR", "IS", "DS"})
 _TEXT_VRS = frozenset({"LO", "LT", "SH", "ST", "UC", "UT"})
 """Written in the dataset's character set, value by value (pydicom: write_text)."""
 _FAST_VRS = _LATIN1_VRS | _TEXT_VRS | {"UI", "PN", "SQ"}
-_LONG_HEADER_VRS = frozenset(
-    {"OB", "OD", "OF", "OL", "OV", "OW", "SQ", "SV", "UC", "UN", "UR", "UT", "UV"}
-)
-"""Explicit VR: these have a reserved field and a 4-byte length (PS3.5 7.1.2)."""
 _ITEM = struct.pack("<HH", 0xFFFE, 0xE000)
 
 
@@ -67,7 +63,7 @@ def identifier_dataset(
             slow[key] = attr
             continue
         vr = attr["vr"]
-        if not implicit_vr and vr not in _LONG_HEADER_VRS and len(value) > 0xFFFF:
+        if not implicit_vr and vr not in EXPLICIT_VR_LENGTH_32 and len(value) > 0xFFFF:
             slow[key] = attr  # pydicom rewrites such an element as UN; let it
             continue
         ds[tag] = RawDataElement(Tag(tag), vr, len(value), value, 0, implicit_vr, little_endian)
@@ -128,7 +124,7 @@ def _header(tag: int, vr: str, length: int, implicit_vr: bool) -> bytes:
     group_element = struct.pack("<HH", tag >> 16, tag & 0xFFFF)
     if implicit_vr:
         return group_element + struct.pack("<I", length)
-    if vr in _LONG_HEADER_VRS:
+    if vr in EXPLICIT_VR_LENGTH_32:
         return group_element + vr.encode() + struct.pack("<HI", 0, length)
     if length > 0xFFFF:
         raise _Slow  # pydicom rewrites such an element as UN; let it

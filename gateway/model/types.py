@@ -17,6 +17,19 @@ TagPath: TypeAlias = tuple[int, ...]
 """A path of tags from the top level into nested sequences, e.g. ``(0x00400100, 0x00080060)``."""
 
 
+def copy_json(value: Any) -> Any:
+    """A copy of a JSON tree (dicts, lists, scalars), ~3x faster than ``copy.deepcopy``.
+
+    Results may share values (``WorklistQuery.project`` does), so code that changes a
+    dataset in place copies it with this first.
+    """
+    if isinstance(value, dict):
+        return {k: copy_json(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [copy_json(v) for v in value]
+    return value
+
+
 def tag_key(tag: int) -> str:
     """The DICOM JSON key for a tag: 8 uppercase hex digits."""
     return f"{tag:08X}"

@@ -170,3 +170,11 @@ def test_retry_after_and_backoff() -> None:
     ]
     assert policy.delay(0, 1) == 1.0
     assert policy.delay(0, 30) is None  # a long Retry-After is the caller's to honour
+
+
+def test_only_utf8_bodies_take_the_whole_page_parser() -> None:
+    from gateway.backends.dicomweb.client import _is_utf8
+
+    assert _is_utf8("utf-8") and _is_utf8("UTF8")
+    assert not _is_utf8("iso-8859-1")
+    assert not _is_utf8("no-such-charset")  # left to the streaming parser's clear error

@@ -126,7 +126,7 @@ class Response:
             return
         charset = self._json_charset()
         size = self.raw.content_length
-        if size is not None and size <= WHOLE_BODY_MAX and codecs.lookup(charset).name == "utf-8":
+        if size is not None and size <= WHOLE_BODY_MAX and _is_utf8(charset):
             for item in await self._whole_array(size):
                 yield item
             return
@@ -319,6 +319,14 @@ class DicomwebClient:
         """
         with anyio.CancelScope(shield=True), anyio.move_on_after(CLOSE_TIMEOUT_S):
             await self._session.close()
+
+
+def _is_utf8(charset: str) -> bool:
+    """True for any name of UTF-8; an unknown name is left to the streaming parser's error."""
+    try:
+        return codecs.lookup(charset).name == "utf-8"
+    except LookupError:
+        return False
 
 
 async def read_limited(raw: aiohttp.ClientResponse, budget: Budget, limit: int) -> bytes:

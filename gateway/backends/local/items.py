@@ -19,7 +19,6 @@ columns may decide a key on their own (see ``search.py``), the others only narro
 
 from __future__ import annotations
 
-import copy
 import json
 import re
 import unicodedata
@@ -31,7 +30,7 @@ import orjson
 from gateway.errors import InvalidAttributeValue, MissingAttribute
 from gateway.model.dicom_json import validate_json_dataset
 from gateway.model.matching import parse_da
-from gateway.model.types import JsonDataset
+from gateway.model.types import JsonDataset, copy_json
 
 # Tags as DICOM JSON keys.
 SPECIFIC_CHARACTER_SET = "00080005"
@@ -342,7 +341,7 @@ def dump(doc: JsonDataset) -> str:
 
 def with_sps_status(doc: JsonDataset, status: str) -> JsonDataset:
     """A copy of a stored SPS row's document with its SPS Status set to ``status``."""
-    new = copy.deepcopy(doc)
+    new: JsonDataset = copy_json(doc)
     sequence = new.setdefault(SPS_SEQUENCE, {"vr": "SQ", "Value": [{}]})
     items = sequence.setdefault("Value", [{}]) or [{}]
     sequence["Value"] = items
