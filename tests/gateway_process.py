@@ -18,6 +18,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def checkout_env() -> dict[str, str]:
+    """The environment for a child ``python -m gateway``: this checkout's code first.
+
+    Without it a child started outside the checkout imports whatever copy of the package
+    is installed, which on a developer machine may be an older, non-editable one.
+    """
+    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
+    return dict(os.environ, PYTHONPATH=path, PYTHONUNBUFFERED="1")
+
+
 READY_EVENTS = {"DIMSE front listening": "dimse", "DICOMweb front listening": "web"}
 
 
@@ -67,7 +80,7 @@ def start_gateway(
     """Write ``config`` to ``workdir/gateway.toml``, start ``serve`` and wait until listening."""
     path = workdir / "gateway.toml"
     path.write_text(config)
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    env = checkout_env()
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -148,6 +161,7 @@ def import_worklist(config: str, workdir: Path, *paths: Path) -> None:
             *map(str, paths),
         ],
         cwd=workdir,
+        env=checkout_env(),
         check=True,
         capture_output=True,
     )

@@ -373,16 +373,49 @@ def _no_constant(name: str) -> Any:
     raise _BadJson(f"{name} is not valid JSON")
 
 
-def parse_json_body(
-    body: bytes, *, max_depth: int = 32, max_items: int = 10000
-) -> list[JsonDataset]:
-    """Parse a body holding one DICOM JSON object or an array of them, shape-checked.
+_BIG_FLOAT = float(2**63)
+_UTF8_BOM = b"\xef\xbb\xbf"
 
-    ``max_depth`` limits JSON bracket nesting (a top-level array counts as one level, each
-    sequence level adds three); ``max_items`` limits datasets (top-level objects plus
-    sequence items). Keys are upper-cased; group-length keys are kept but ignored by every
-    converter. Raises InvalidPayload (PayloadTooLarge for too many items).
+
+def _quick_parse(body: bytes, max_depth: int) -> Any:
+    """orjson's parse when it provably equals :func:`_strict_parse`'s; else None.
+
+    orjson keeps the last of duplicate members and turns integers beyond 64 bits into
+    floats, so the result is used only if every object member in the tree has its own
+    ``:`` in the text (no duplicate was dropped; a ``:`` inside a string also sends us the
+    strict way), no float could stem from a huge integer, and the nesting is within
+    ``max_depth``. Everything it refuses goes the strict way, so errors read the same.
     """
+    try:
+        parsed = orjson.loads(body.removeprefix(_UTF8_BOM))
+    except orjson.JSONDecodeError:
+        return None
+    if type(parsed) is not dict and type(parsed) is not list:
+        return None  # the strict way refuses it, in its words
+    members = _members(parsed, 1, max_depth)
+    return parsed if members == body.count(b":") else None
+
+
+def _members(node: dict[str, Any] | list[Any], depth: int, max_depth: int) -> int:
+    """Members of all objects in ``node``; -1 if deeper than ``max_depth`` or a float is huge."""
+    if depth > max_depth:
+        return -1
+    count = len(node) if type(node) is dict else 0
+    value: Any
+    for value in node.values() if type(node) is dict else node:
+        kind = type(value)
+        if kind is dict or kind is list:
+            inner = _members(value, depth + 1, max_depth)
+            if inner < 0:
+                return -1
+            count += inner
+        elif kind is float and not -_BIG_FLOAT < value < _BIG_FLOAT:
+            return -1
+    return count
+
+
+def _strict_parse(body: bytes, max_depth: int) -> Any:
+    """The reference parse: Python's json with hooks that refuse what RFC 8259 leaves open."""
     depth = json_depth(body)
     if depth > max_depth:
         raise InvalidPayload(f"JSON nesting depth {depth} exceeds the limit of {max_depth}")
@@ -391,7 +424,7 @@ def parse_json_body(
     except UnicodeDecodeError as exc:
         raise InvalidPayload(f"body is not valid UTF-8 (at byte {exc.start})") from None
     try:
-        parsed = json.loads(
+        return json.loads(
             text.removeprefix("\ufeff"),
             object_pairs_hook=_object_pairs,
             parse_float=_finite_float,
@@ -405,6 +438,21 @@ def parse_json_body(
         raise InvalidPayload(f"malformed JSON: {exc}") from None
     except (ValueError, RecursionError):
         raise InvalidPayload("malformed JSON: a value cannot be represented") from None
+
+
+def parse_json_body(
+    body: bytes, *, max_depth: int = 32, max_items: int = 10000
+) -> list[JsonDataset]:
+    """Parse a body holding one DICOM JSON object or an array of them, shape-checked.
+
+    ``max_depth`` limits JSON bracket nesting (a top-level array counts as one level, each
+    sequence level adds three); ``max_items`` limits datasets (top-level objects plus
+    sequence items). Keys are upper-cased; group-length keys are kept but ignored by every
+    converter. Raises InvalidPayload (PayloadTooLarge for too many items).
+    """
+    parsed = _quick_parse(body, max_depth)
+    if parsed is None:
+        parsed = _strict_parse(body, max_depth)
     if isinstance(parsed, dict):
         datasets = [parsed]
         first_depth = 1

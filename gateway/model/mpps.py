@@ -12,8 +12,9 @@ Identifier List can only hold plain tags.
 from __future__ import annotations
 
 import enum
+import itertools
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -215,29 +216,93 @@ class _Findings:
                 raise error(f"{text}: {_paths_text(paths)}", offending=_leaf_tags(paths))
 
 
+@dataclass(frozen=True, slots=True)
+class _Check:
+    """One table row as one operation sees it, worked out once at import time.
+
+    ``present`` / ``nonempty``: True (always required), False (never), or the Condition
+    under which the requirement holds for the item being checked.
+    """
+
+    key: str
+    path: TagPath
+    present: bool | table.Condition
+    nonempty: bool | table.Condition
+    refused: bool
+    enumerated: tuple[str, ...]
+    nested: bool
+
+
+def _requirement(kind: str, condition: table.Condition | None) -> bool | table.Condition:
+    """``1``/``2`` -> always; ``1C``/``2C`` -> when ``condition`` holds (no condition: always)."""
+    if kind in ("1", "2"):
+        return True
+    if kind in ("1C", "2C"):
+        return True if condition is None else condition
+    return False
+
+
+def _check(row: table.Row, op: _Op) -> _Check:
+    if op is _Op.CREATE:
+        kind = table.scu_type(row.create)
+    elif op is _Op.SET:
+        kind = table.scu_type(row.set)
+    else:
+        kind = row.final_type
+    # Zero length allowed? (PS3.4 5.4.2.1) Specific Character Set sent empty still says
+    # something well defined (the default repertoire), which real SCUs do: accepted.
+    nonempty: bool | table.Condition
+    if row.condition is table.Condition.EXTENDED_CHARSET:
+        nonempty = False
+    elif op is _Op.FINAL:
+        nonempty = _requirement(kind, row.condition) if kind in ("1", "1C") else False
+    else:
+        cell = row.create if op is _Op.CREATE else row.set
+        nonempty = table.scu_type(cell).startswith("1") or table.scp_type(cell).startswith("1")
+    return _Check(
+        key=tag_key(row.tag),
+        path=row.path,
+        present=_requirement(kind, row.condition),
+        nonempty=nonempty,
+        refused=op is _Op.SET and not row.set_allowed,
+        enumerated=row.enumerated,
+        nested=row.path in table.CHILDREN,
+    )
+
+
+_PLANS: dict[_Op, dict[TagPath, tuple[_Check, ...]]] = {
+    op: {parent: tuple(_check(row, op) for row in rows) for parent, rows in table.CHILDREN.items()}
+    for op in _Op
+}
+
+
 def _walk(item: JsonDataset, parent: TagPath, op: _Op, found: _Findings) -> None:
     """Check ``item`` (a dataset or a sequence item at ``parent``) against the table rows."""
-    for row in table.CHILDREN.get(parent, ()):
-        attr = item.get(tag_key(row.tag))
+    for check in _PLANS[op].get(parent, ()):
+        attr = item.get(check.key)
         if attr is None:
-            if _required(row, op, item):
-                found.missing.append(row.path)
+            if check.present is True or (
+                check.present is not False and _condition_holds(check.present, item)
+            ):
+                found.missing.append(check.path)
             continue
-        if op is _Op.SET and not row.set_allowed:
-            found.not_allowed.append(row.path)
+        if check.refused:
+            found.not_allowed.append(check.path)
             continue
         if not _has_value(attr):
-            if _value_required(row, op, item):
-                found.empty.append(row.path)
+            if check.nonempty is True or (
+                check.nonempty is not False and _condition_holds(check.nonempty, item)
+            ):
+                found.empty.append(check.path)
             continue
-        if row.enumerated and not _is_enumerated(attr, row.enumerated):
-            found.invalid.append(row.path)
-        if row.path in table.CHILDREN:
+        if check.enumerated and not _is_enumerated(attr, check.enumerated):
+            found.invalid.append(check.path)
+        if check.nested:
             if attr.get("vr") != "SQ":
-                found.invalid.append(row.path)
+                found.invalid.append(check.path)
                 continue
             for sub in _items(attr):
-                _walk(sub, row.path, op, found)
+                _walk(sub, check.path, op, found)
 
 
 def _is_enumerated(attr: Any, allowed: tuple[str, ...]) -> bool:
@@ -246,64 +311,32 @@ def _is_enumerated(attr: Any, allowed: tuple[str, ...]) -> bool:
     return len(values) == 1 and values[0] is not None and values[0].strip() in allowed
 
 
-def _type_for(row: table.Row, op: _Op) -> str:
-    if op is _Op.CREATE:
-        return table.scu_type(row.create)
-    if op is _Op.SET:
-        return table.scu_type(row.set)
-    return row.final_type
+def _has(item: JsonDataset, tag: int) -> bool:
+    attr = item.get(tag_key(tag))
+    return attr is not None and _has_value(attr)
 
 
-def _required(row: table.Row, op: _Op, item: JsonDataset) -> bool:
-    """Must the attribute be present in ``item``?"""
-    kind = _type_for(row, op)
-    if kind in ("1", "2"):
-        return True
-    return kind in ("1C", "2C") and _condition_holds(row.condition, item)
+_CONDITIONS: dict[table.Condition, Callable[[JsonDataset], bool]] = {
+    # "Extended character set used" cannot be seen in the DICOM JSON Model (always
+    # Unicode) and "designator ambiguous" needs coding-scheme knowledge: both are left
+    # to the SCU.
+    table.Condition.EXTENDED_CHARSET: lambda item: False,
+    table.Condition.SCHEME_AMBIGUOUS: lambda item: False,
+    table.Condition.UNIVERSAL_ID_ABSENT: lambda item: not _has(item, 0x00400032),
+    table.Condition.LOCAL_ID_ABSENT: lambda item: not _has(item, 0x00400031),
+    table.Condition.UNIVERSAL_ID_PRESENT: lambda item: _has(item, 0x00400032),
+    table.Condition.SHORT_CODE: lambda item: not (_has(item, 0x00080119) or _has(item, 0x00080120)),
+    table.Condition.LONG_CODE: lambda item: not (_has(item, 0x00080100) or _has(item, 0x00080120)),
+    table.Condition.URN_CODE: lambda item: not (_has(item, 0x00080100) or _has(item, 0x00080119)),
+    table.Condition.CODE_VALUE_PRESENT: lambda item: (
+        _has(item, 0x00080100) or _has(item, 0x00080119)
+    ),
+}
 
 
-def _value_required(row: table.Row, op: _Op, item: JsonDataset) -> bool:
-    """May the attribute, when present, not be zero length? (PS3.4 5.4.2.1)
-
-    Specific Character Set is the exception: sent empty it still says something well
-    defined (the default repertoire), which real SCUs do; it is accepted.
-    """
-    if row.condition is table.Condition.EXTENDED_CHARSET:
-        return False
-    if op is _Op.FINAL:
-        kind = row.final_type
-        return kind == "1" or (kind == "1C" and _condition_holds(row.condition, item))
-    cell = row.create if op is _Op.CREATE else row.set
-    return table.scu_type(cell).startswith("1") or table.scp_type(cell).startswith("1")
-
-
-def _condition_holds(condition: table.Condition | None, item: JsonDataset) -> bool:
-    """Evaluate a 1C condition on the item; conditions no dataset can show count as false.
-
-    "Extended character set used" cannot be seen in the DICOM JSON Model (always
-    Unicode) and "designator ambiguous" needs coding-scheme knowledge: both are left to
-    the SCU.
-    """
-    c = table.Condition
-
-    def has(tag: int) -> bool:
-        attr = item.get(tag_key(tag))
-        return attr is not None and _has_value(attr)
-
-    code, long_code, urn = has(0x00080100), has(0x00080119), has(0x00080120)
-    holds: dict[table.Condition | None, bool] = {
-        None: True,
-        c.EXTENDED_CHARSET: False,
-        c.SCHEME_AMBIGUOUS: False,
-        c.UNIVERSAL_ID_ABSENT: not has(0x00400032),
-        c.LOCAL_ID_ABSENT: not has(0x00400031),
-        c.UNIVERSAL_ID_PRESENT: has(0x00400032),
-        c.SHORT_CODE: not (long_code or urn),
-        c.LONG_CODE: not (code or urn),
-        c.URN_CODE: not (code or long_code),
-        c.CODE_VALUE_PRESENT: code or long_code,
-    }
-    return holds[condition]
+def _condition_holds(condition: table.Condition, item: JsonDataset) -> bool:
+    """Evaluate a 1C condition on the item; conditions no dataset can show count as false."""
+    return _CONDITIONS[condition](item)
 
 
 # --- DICOM JSON helpers ---------------------------------------------------------------------
@@ -327,11 +360,20 @@ def _canonical(dataset: Any) -> JsonDataset:
         value = attr.get("Value")
         if value is not None and not isinstance(value, list):
             raise InvalidPayload(f"attribute {upper}: Value must be an array")
-        if attr["vr"] == "SQ" and value is not None:
+        if value is None:
+            out[upper] = copy_json(attr)
+        elif attr["vr"] == "SQ":
             out[upper] = {**attr, "Value": [_canonical(sub) for sub in value]}
+        elif len(attr) == 2:  # {"vr", "Value"}: copied here, one call fewer per attribute
+            out[upper] = {"vr": attr["vr"], "Value": [copy_json(v) for v in value]}
         else:
             out[upper] = copy_json(attr)
-    return _sorted(out)
+    return out if _in_order(out) else _sorted(out)
+
+
+def _in_order(dataset: JsonDataset) -> bool:
+    keys = list(dataset)
+    return all(a < b for a, b in itertools.pairwise(keys))
 
 
 def _sorted(dataset: JsonDataset) -> JsonDataset:

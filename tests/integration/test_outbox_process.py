@@ -29,7 +29,7 @@ from pynetdicom.sop_class import ModalityPerformedProcedureStep  # type: ignore[
 from gateway.model.dicom_json import json_to_dataset
 from gateway.model.status import DimseStatus
 from tests.fakes.origin import FakeOrigin, Fault
-from tests.gateway_process import GatewayProcess, start_gateway
+from tests.gateway_process import GatewayProcess, checkout_env, start_gateway
 from tests.unit.mpps_examples import completed_update, minimal_create, series_update
 
 Mode = Literal["up", "down", "flap", "slow"]
@@ -198,6 +198,7 @@ def outbox_cli(workdir: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "gateway", "outbox", *args, "--config", "gateway.toml"],
         cwd=workdir,
+        env=checkout_env(),
         capture_output=True,
         text=True,
         timeout=30,

@@ -15,6 +15,8 @@ from pydicom.valuerep import PersonName
 
 from gateway.errors import InvalidAttributeValue, InvalidPayload, PayloadTooLarge
 from gateway.model.dicom_json import (
+    _quick_parse,
+    _strict_parse,
     dataset_to_json,
     dumps_json,
     format_ds,
@@ -24,6 +26,7 @@ from gateway.model.dicom_json import (
     parse_json_body,
 )
 from gateway.model.types import JsonDataset
+from tests.unit.mpps_examples import minimal_create, series_update
 
 DATA = Path(__file__).resolve().parent.parent / "data"
 JAPANESE = "Yamada^Tarou=山田^太郎=やまだ^たろう"
@@ -341,6 +344,43 @@ def test_nesting_within_limit_is_accepted() -> None:
     body = b'{"00400100":{"vr":"SQ","Value":[' * 9 + b"{}" + b"]}}" * 9
     assert json_depth(body) == 28
     assert parse_json_body(body)[0]["00400100"]["vr"] == "SQ"
+
+
+QUICK_AND_STRICT = [
+    json.dumps([minimal_create(), series_update()]).encode(),
+    b'{"00100010": {"vr": "PN", "Value": [{"Alphabetic": "Doe", "Alphabetic": "Roe"}]}}',
+    b'{"00100020": {"vr": "LO", "Value": ["a:b"]}, "00100020": {"vr": "LO"}}',  # ":" in text
+    b'{"0040A30A": {"vr": "DS", "Value": [18446744073709551616, -9223372036854775809]}}',
+    b'{"0040A30A": {"vr": "DS", "Value": [9223372036854775807, 1e19, -0, -0.0, 0.1]}}',
+    b'{"00100020": {"vr": "LO", "Value": ["\\ud800"]}}',
+    b"\xef\xbb\xbf\xef\xbb\xbf{}",
+    b'{"00100020": {"vr": "LO", "Value": ["\x01"]}}',
+    b'{"00100020": {"vr": "LO", "Value": ["caf\xc3\xa9", "\\u00e9\\ud83d\\ude00"]}}',
+    b' [ {} , {"00100020" : {"vr":"LO"}} ] ',
+    b"[" * 32 + b"]" * 32,
+    b"[" * 33 + b"]" * 33,
+    b"1e400",
+    b"18446744073709551616",
+    b'"\xff"',
+]
+
+
+@pytest.mark.parametrize("body", QUICK_AND_STRICT)
+def test_quick_parse_equals_the_strict_parse_or_steps_aside(body: bytes) -> None:
+    """orjson's result is used only where it is exactly what Python's json gives."""
+    quick = _quick_parse(body, 32)
+    try:
+        strict = _strict_parse(body, 32)
+    except InvalidPayload:
+        assert quick is None
+        return
+    if quick is not None:
+        assert repr(quick) == repr(strict)  # repr: int vs float and member order count too
+
+
+def test_quick_parse_takes_the_common_body() -> None:
+    body = json.dumps([minimal_create()]).encode()
+    assert _quick_parse(body, 32) == json.loads(body)
 
 
 def test_parse_limits_items() -> None:
