@@ -22,6 +22,7 @@ from pydicom.dataset import Dataset
 from pydicom.tag import Tag
 from pydicom.valuerep import EXPLICIT_VR_LENGTH_32, PersonName
 
+from gateway.dicom_wire import attach
 from gateway.dimse.charset import Charset, apply_charset
 from gateway.model.dicom_json import json_to_dataset, pydicom_value, validate_json_dataset
 from gateway.model.types import JsonDataset
@@ -32,6 +33,7 @@ _TEXT_VRS = frozenset({"LO", "LT", "SH", "ST", "UC", "UT"})
 """Written in the dataset's character set, value by value (pydicom: write_text)."""
 _FAST_VRS = _LATIN1_VRS | _TEXT_VRS | {"UI", "PN", "SQ"}
 _ITEM = struct.pack("<HH", 0xFFFE, 0xE000)
+_CHARSET_TAG = 0x00080005
 
 
 class _Slow(Exception):
@@ -52,6 +54,9 @@ def identifier_dataset(
     ds = apply_charset(Dataset(), charset)
     encodings = convert_encodings(list(charset) or None)
     slow: JsonDataset = {}
+    wire: dict[int, bytes] = {}  # the encoded elements, while every one of them is raw
+    if charset:
+        wire[_CHARSET_TAG] = _element(_CHARSET_TAG, "CS", _charset_value(charset), implicit_vr)
     for key in sorted(item):
         tag = int(key, 16)
         if not tag & 0xFFFF:
@@ -67,13 +72,27 @@ def identifier_dataset(
             slow[key] = attr  # pydicom rewrites such an element as UN; let it
             continue
         ds[tag] = RawDataElement(Tag(tag), vr, len(value), value, 0, implicit_vr, little_endian)
+        wire[tag] = _element(tag, vr, value, implicit_vr)
     if slow:
         for elem in json_to_dataset(slow):
             ds.add(elem)
     # Raw values are copied as they are only when the dataset claims the encoding it is
     # written in (pydicom re-decodes them otherwise).
     ds.set_original_encoding(implicit_vr, little_endian, encodings if charset else default_encoding)
+    if not slow:  # every element is ours: so is the whole encoding (pynetdicom takes it)
+        data = b"".join(wire[tag] for tag in sorted(wire))
+        attach(ds, implicit_vr=implicit_vr, little_endian=little_endian, data=data)
     return ds
+
+
+def _charset_value(charset: Charset) -> bytes:
+    """(0008,0005) as pydicom writes the value apply_charset set: CS, space-padded."""
+    data = "\\".join(charset).encode("iso8859")
+    return data + b" " if len(data) % 2 else data
+
+
+def _element(tag: int, vr: str, value: bytes, implicit_vr: bool) -> bytes:
+    return _header(tag, vr, len(value), implicit_vr) + value
 
 
 def _value_bytes(attr: JsonDataset, encodings: list[str], implicit_vr: bool) -> bytes:
@@ -113,9 +132,9 @@ def _item_bytes(item: Any, encodings: list[str], implicit_vr: bool) -> bytes:
         if not tag & 0xFFFF:
             continue
         attr = item[key]
-        value = _value_bytes(attr, encodings, implicit_vr)
-        parts.append(_header(tag, attr["vr"], len(value), implicit_vr))
-        parts.append(value)
+        parts.append(
+            _element(tag, attr["vr"], _value_bytes(attr, encodings, implicit_vr), implicit_vr)
+        )
     body = b"".join(parts)
     return _ITEM + struct.pack("<I", len(body)) + body
 

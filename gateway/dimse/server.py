@@ -20,6 +20,7 @@ from pynetdicom import AE, evt
 from pynetdicom.association import Association
 from pynetdicom.transport import ThreadedAssociationServer
 
+from gateway import dicom_wire
 from gateway.backends.base import Backend
 from gateway.dicom_net import SOCKET_TUNING
 from gateway.dimse.association import configure_ae, lifecycle_handlers
@@ -88,6 +89,7 @@ class DimseFront:
         with self._lock:
             if self._server is not None:
                 raise RuntimeError("the DIMSE front is already running")
+            dicom_wire.install()
             ae = AE(ae_title=self._dimse.ae_title)
             configure_ae(ae, self._dimse)
             server = ae.start_server(

@@ -10,6 +10,7 @@ import pytest
 from pydicom.dataset import Dataset
 from pynetdicom.dsutils import encode
 
+from gateway.dicom_wire import attached
 from gateway.dimse.charset import Charset, apply_charset
 from gateway.dimse.identifier import identifier_dataset
 from gateway.errors import InvalidAttributeValue
@@ -102,6 +103,13 @@ def assert_same_bytes(item: JsonDataset, charset: Charset, implicit: bool) -> No
     expected = encode(reference(item, charset), implicit, True)
     assert expected is not None
     assert encode(fast, implicit, True) == expected
+    wire = attached(fast, implicit_vr=implicit, little_endian=True)
+    assert wire in (None, expected)  # what pynetdicom sends without encoding again
+
+
+def fully_raw(item: JsonDataset, charset: Charset, implicit: bool) -> bool:
+    fast = identifier_dataset(item, charset, implicit_vr=implicit, little_endian=True)
+    return attached(fast, implicit_vr=implicit, little_endian=True) is not None
 
 
 @pytest.mark.parametrize("implicit", SYNTAXES)
@@ -117,6 +125,16 @@ def test_same_bytes_as_the_pydicom_path(index: int, charset: Charset, implicit: 
 @pytest.mark.parametrize("charset", [("ISO_IR 192",), ("", "ISO 2022 IR 87")], ids=str)
 def test_same_bytes_for_japanese_names(charset: Charset, implicit: bool) -> None:
     assert_same_bytes(JAPANESE, charset, implicit)
+
+
+@pytest.mark.parametrize("implicit", SYNTAXES)
+def test_whole_encoding_is_attached_when_every_attribute_is_raw(implicit: bool) -> None:
+    assert fully_raw(ITEMS[0], ("ISO_IR 192",), implicit)
+    assert fully_raw(ITEMS[1], (), implicit)
+    assert fully_raw(JAPANESE, ("", "ISO 2022 IR 87"), implicit)
+    assert not fully_raw(ITEMS[2], ("ISO_IR 100",), implicit)  # US, FD, OB, AT: pydicom's
+    fast = identifier_dataset(ITEMS[0], (), implicit_vr=implicit, little_endian=True)
+    assert attached(fast, implicit_vr=not implicit, little_endian=True) is None
 
 
 def test_raw_values_are_written_as_they_are() -> None:

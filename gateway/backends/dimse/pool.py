@@ -27,6 +27,7 @@ from pynetdicom import AE, build_context
 from pynetdicom.association import Association
 from pynetdicom.presentation import PresentationContext
 
+from gateway import dicom_wire
 from gateway.backends.dimse.outcomes import association_failure
 from gateway.dicom_net import SOCKET_TUNING
 from gateway.errors import Busy, UpstreamUnavailable
@@ -96,6 +97,7 @@ class AssociationPool:
         self._live: set[Association] = set()
         self._closed = False
         self._where = f"{settings.called_ae_title}@{settings.host}:{settings.port}"
+        dicom_wire.install()
         ae = AE(ae_title=settings.calling_ae_title)
         ae.requested_contexts = requested_contexts(sop_classes)
         ae.acse_timeout = settings.timeout_s
