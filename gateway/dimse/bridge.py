@@ -298,12 +298,26 @@ class BackendStream(Generic[T]):
                 try:
                     iterator = self._factory()
                     async for item in iterator:
-                        await self._send.send(item)
+                        await self._put(item)
                     self._completed = True
                 except Exception as exc:
                     await self._send.send(_Failure(exc))
                 finally:
                     await self._aclose(iterator)
+
+    async def _put(self, item: object) -> None:
+        """Hand ``item`` over; wait only while the buffer is full.
+
+        ``send()`` would yield to the event loop for every result. The association thread
+        encoding the responses holds the GIL meanwhile, so each such round trip cost the
+        loop up to a switch interval (5 ms): a page of results trickled over, and the next
+        page was requested that much later. Cancellation still lands: the backend checks
+        for it between results, and a full buffer waits.
+        """
+        try:
+            self._send.send_nowait(item)
+        except anyio.WouldBlock:
+            await self._send.send(item)
 
     async def _aclose(self, iterator: AsyncIterator[T] | None) -> None:
         aclose = getattr(iterator, "aclose", None)
