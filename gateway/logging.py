@@ -86,6 +86,30 @@ def configure_logging(*, level: str = "info", fmt: str = "console", log_phi: boo
         pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
 
 
+class _ComponentLogger:
+    """structlog's lazy logger proxy, without building a new logger for every line.
+
+    ``structlog.get_logger()`` returns a proxy that binds a fresh logger on each call
+    (half the cost of a line). This one keeps the bound logger until the configuration
+    changes: :func:`configure_logging`, or ``structlog.testing.capture_logs`` in tests,
+    both install a new processor list, which is what is compared.
+    """
+
+    __slots__ = ("_component", "_bound", "_processors")
+
+    def __init__(self, component: str) -> None:
+        self._component = component
+        self._bound: Any = None
+        self._processors: object = None
+
+    def __getattr__(self, name: str) -> Any:
+        processors = structlog.get_config()["processors"]
+        if processors is not self._processors:
+            self._bound = structlog.get_logger().bind(component=self._component)
+            self._processors = processors
+        return getattr(self._bound, name)
+
+
 def get_logger(name: str) -> Any:
     """A structlog logger bound to a component name."""
-    return structlog.get_logger(component=name)
+    return _ComponentLogger(name)

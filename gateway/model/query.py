@@ -253,12 +253,20 @@ class WorklistQuery:
         nested keys) are skipped, so that sequence stays whole. Raise ``KeyError`` for a
         path that is not a known attribute.
         """
+        paths = tuple(tuple(path) for path in paths)
+        cache = self.__dict__.setdefault("_return_key_variants", {})
+        cached = cache.get(paths)
+        if cached is None:
+            cached = cache[paths] = self._with_return_keys(paths)
+        assert isinstance(cached, WorklistQuery)
+        return cached
+
+    def _with_return_keys(self, paths: tuple[TagPath, ...]) -> WorklistQuery:
         existing = {k.path for k in self.keys}
         parents = {k.path[:-1] for k in self.keys}
         whole = {k.path for k in self.keys if k.vr == "SQ" and k.path not in parents}
         added: list[QueryKey] = []
         for path in paths:
-            path = tuple(path)
             if path in existing or any(path[:d] in whole for d in range(1, len(path))):
                 continue
             added.append(QueryKey(path, mwl_keys.lookup(path).vr))

@@ -8,6 +8,8 @@ reached, client gone, error, cancellation) so a backend can stop its work.
 
 from __future__ import annotations
 
+import functools
+
 from collections.abc import AsyncIterator, Sequence
 
 from aiohttp import web
@@ -80,11 +82,22 @@ async def collect_page(
     return page, remaining
 
 
+@functools.lru_cache(maxsize=256)
+def _parsed_query(params: tuple[tuple[str, str], ...], max_limit: int) -> WorklistQuery:
+    """The query of these parameters, one object per distinct query string.
+
+    Modalities ask the same few queries again and again; an immutable query object keeps
+    its compiled matcher, projection plan and return keys, which are a third of a small
+    Search's time when built anew.
+    """
+    return WorklistQuery.from_query_params(params, max_limit=max_limit)
+
+
 async def search(call: Call) -> web.StreamResponse:
     """``GET {base}/modality-scheduled-procedure-steps?...``: 200 with results or 204."""
     web_settings = call.ctx.web
     params = [(k, v) for k, v in call.request.rel_url.query.items() if k not in FRONT_PARAMS]
-    query = WorklistQuery.from_query_params(params, max_limit=web_settings.max_search_limit)
+    query = _parsed_query(tuple(params), web_settings.max_search_limit)
     warnings = _feature_warnings(call, query)
     # Every Type 1/2 key of Table K.6-1 is returned, even with includefield=all (14.4.2).
     fetch = query.with_return_keys(DICOMWEB_REQUIRED_RETURN_KEYS)
