@@ -95,7 +95,7 @@ class _ComponentLogger:
     both install a new processor list, which is what is compared.
     """
 
-    __slots__ = ("_component", "_bound", "_processors")
+    __slots__ = ("_bound", "_component", "_processors")
 
     def __init__(self, component: str) -> None:
         self._component = component

@@ -281,18 +281,14 @@ def _walk(item: JsonDataset, parent: TagPath, op: _Op, found: _Findings) -> None
     for check in _PLANS[op].get(parent, ()):
         attr = item.get(check.key)
         if attr is None:
-            if check.present is True or (
-                check.present is not False and _condition_holds(check.present, item)
-            ):
+            if _holds(check.present, item):
                 found.missing.append(check.path)
             continue
         if check.refused:
             found.not_allowed.append(check.path)
             continue
         if not _has_value(attr):
-            if check.nonempty is True or (
-                check.nonempty is not False and _condition_holds(check.nonempty, item)
-            ):
+            if _holds(check.nonempty, item):
                 found.empty.append(check.path)
             continue
         if check.enumerated and not _is_enumerated(attr, check.enumerated):
@@ -334,9 +330,12 @@ _CONDITIONS: dict[table.Condition, Callable[[JsonDataset], bool]] = {
 }
 
 
-def _condition_holds(condition: table.Condition, item: JsonDataset) -> bool:
-    """Evaluate a 1C condition on the item; conditions no dataset can show count as false."""
-    return _CONDITIONS[condition](item)
+def _holds(requirement: bool | table.Condition, item: JsonDataset) -> bool:
+    """A requirement of a :class:`_Check` for this item; conditions no dataset can show
+    count as false."""
+    if isinstance(requirement, bool):
+        return requirement
+    return _CONDITIONS[requirement](item)
 
 
 # --- DICOM JSON helpers ---------------------------------------------------------------------

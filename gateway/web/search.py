@@ -9,7 +9,6 @@ reached, client gone, error, cancellation) so a backend can stop its work.
 from __future__ import annotations
 
 import functools
-
 from collections.abc import AsyncIterator, Sequence
 
 from aiohttp import web
