@@ -36,6 +36,7 @@ from anyio.from_thread import BlockingPortal, start_blocking_portal  # noqa: E40
 from pynetdicom import AE  # noqa: E402
 from pynetdicom.sop_class import ModalityPerformedProcedureStep  # type: ignore[attr-defined]  # noqa: E402
 
+from gateway.dicom_scu import guard_responses  # noqa: E402
 from gateway.model.dicom_json import json_to_dataset  # noqa: E402
 from tests.gateway_process import start_gateway  # noqa: E402
 from tests.integration.test_outbox_process import GW_AE, RecordingOrigin, config  # noqa: E402
@@ -73,7 +74,7 @@ def send_pairs(port: int, uids: list[str], scus: int) -> tuple[float, list[float
     def modality(mine: list[str]) -> None:
         ae = AE(ae_title="BENCH")
         ae.add_requested_context(ModalityPerformedProcedureStep)
-        assoc = ae.associate("127.0.0.1", port, ae_title=GW_AE)
+        assoc = guard_responses(ae.associate("127.0.0.1", port, ae_title=GW_AE))
         if not assoc.is_established:
             with lock:
                 errors.append("association not established")

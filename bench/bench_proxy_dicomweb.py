@@ -31,6 +31,7 @@ from pynetdicom import AE, _config  # noqa: E402
 from pynetdicom.association import Association  # noqa: E402
 from pynetdicom.sop_class import ModalityWorklistInformationFind  # type: ignore[attr-defined]  # noqa: E402
 
+from gateway.dicom_scu import guard_responses  # noqa: E402
 from tests.gateway_process import GatewayProcess, import_worklist, start_gateway  # noqa: E402
 
 ITEMS = 50
@@ -145,7 +146,7 @@ def associate(port: int, called: str) -> Association:
     ae = AE(ae_title="BENCH_SCU")
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 30
     ae.add_requested_context(ModalityWorklistInformationFind)
-    assoc = ae.associate("127.0.0.1", port, ae_title=called)
+    assoc = guard_responses(ae.associate("127.0.0.1", port, ae_title=called))
     if not assoc.is_established:
         raise SystemExit(f"cannot associate with {called} on port {port}")
     return assoc

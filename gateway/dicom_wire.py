@@ -12,9 +12,10 @@ messages imported at :func:`_encode`, which returns
 * the remembered encoding of a command set seen before: a handful of elements, the same for
   every pending response of one query;
 
-and hands everything else to pynetdicom's own ``encode``. This is the one place where the
-gateway reaches inside pynetdicom; ``tests/unit/test_dicom_wire.py`` checks that pynetdicom
-still calls the names replaced here.
+and hands everything else to pynetdicom's own ``encode``. This and ``dicom_scu.py`` are
+the only places where the gateway reaches inside pynetdicom;
+``tests/unit/test_dicom_wire.py`` checks that pynetdicom still calls the names replaced
+here.
 """
 
 from __future__ import annotations

@@ -7,13 +7,32 @@ import shutil
 import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from pynetdicom import AE
+from pynetdicom.association import Association
 
 from gateway.backends.local import LocalBackend
+from gateway.dicom_scu import guard_responses
 from gateway.settings import StoreSettings
 
 DCMTK_BIN = Path("/usr/bin")
+
+
+@pytest.fixture(autouse=True)
+def _guarded_scu_associations(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every pynetdicom association a test requests (the modalities and RIS peers the tests
+    play) is guarded against pynetdicom's requestor race (see gateway/dicom_scu.py), which
+    otherwise drops a response about once in a few thousand back-to-back operations."""
+    associate = AE.associate
+
+    def guarded(self: AE, *args: Any, **kwargs: Any) -> Association:
+        return guard_responses(associate(self, *args, **kwargs))
+
+    monkeypatch.setattr(AE, "associate", guarded)
+
+
 DCMTK_EXAMPLES = Path("/usr/share/doc/dcmtk/examples")
 
 

@@ -30,6 +30,7 @@ from pynetdicom.presentation import PresentationContext
 from gateway import dicom_wire
 from gateway.backends.dimse.outcomes import association_failure
 from gateway.dicom_net import SOCKET_TUNING
+from gateway.dicom_scu import guard_responses
 from gateway.errors import Busy, UpstreamUnavailable
 from gateway.logging import get_logger
 from gateway.settings import DimseBackendSettings
@@ -231,7 +232,7 @@ class AssociationPool:
                 log.warning("association rejected", ris=self._where, detail=error.upstream_detail)
             raise error
         assoc.network_timeout_response = "A-RELEASE"
-        return assoc
+        return guard_responses(assoc)  # pooled: operations run back to back on it
 
     def _retry_after(self) -> int:
         return max(1, math.ceil(self.acquire_timeout_s))
