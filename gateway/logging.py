@@ -81,6 +81,10 @@ def configure_logging(*, level: str = "info", fmt: str = "console", log_phi: boo
     identifiers_logged = log_phi and pynetdicom_level <= logging.INFO
     pynetdicom_config.LOG_REQUEST_IDENTIFIERS = identifiers_logged
     pynetdicom_config.LOG_RESPONSE_IDENTIFIERS = identifiers_logged
+    # Its standard handlers format a summary of every PDU and DIMSE message for DEBUG
+    # records, even when DEBUG is off; only bind them when those records are kept.
+    debug = pynetdicom_level <= logging.DEBUG
+    pynetdicom_config.LOG_HANDLER_LEVEL = "standard" if debug else "none"
     # pydicom's value-validation warnings quote the offending value (patient data).
     if not log_phi:
         pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE

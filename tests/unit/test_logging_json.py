@@ -1,13 +1,19 @@
-"""The JSON log renderer: orjson for speed, the json module as fallback, PHI redacted."""
+"""Logging: the JSON renderer (orjson, json fallback, PHI redacted) and what logging costs."""
 
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
+import pydicom.config
+import pytest
+import structlog
+from pynetdicom import _config as pynetdicom_config
 from structlog.processors import JSONRenderer
+from structlog.testing import capture_logs
 
-from gateway.logging import REDACTED, _dumps, _redact_phi
+from gateway.logging import REDACTED, _dumps, _redact_phi, configure_logging, get_logger
 
 
 def render(**event: object) -> dict[str, object]:
@@ -33,3 +39,34 @@ def test_what_orjson_refuses_is_still_logged() -> None:
     assert parsed["path"] == repr(Path("/a"))
     assert parsed["error"] == "ValueError('boom')"
     assert parsed["n"] == {"1": "a"}
+
+
+def test_component_loggers_follow_each_reconfiguration() -> None:
+    log = get_logger("unit")
+    with capture_logs() as first:
+        log.info("one", n=1)
+    with capture_logs() as second:
+        log.info("two")
+    assert first == [{"event": "one", "n": 1, "component": "unit", "log_level": "info"}]
+    assert [event["event"] for event in second] == ["two"]
+
+
+def test_pynetdicom_debug_summaries_are_built_only_when_kept(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """pynetdicom formats every PDU and message for DEBUG records unless told not to."""
+    saved = structlog.get_config()
+    for name in ("LOG_HANDLER_LEVEL", "LOG_REQUEST_IDENTIFIERS", "LOG_RESPONSE_IDENTIFIERS"):
+        monkeypatch.setattr(pynetdicom_config, name, getattr(pynetdicom_config, name))
+    settings = pydicom.config.settings
+    monkeypatch.setattr(settings, "reading_validation_mode", settings.reading_validation_mode)
+    for logger in (logging.getLogger(), logging.getLogger("pynetdicom")):
+        monkeypatch.setattr(logger, "level", logger.level)
+        monkeypatch.setattr(logger, "handlers", list(logger.handlers))
+    try:
+        configure_logging(level="info", fmt="json")
+        assert pynetdicom_config.LOG_HANDLER_LEVEL == "none"
+        configure_logging(level="debug", fmt="json", log_phi=True)
+        assert pynetdicom_config.LOG_HANDLER_LEVEL == "standard"
+    finally:
+        structlog.configure(**saved)
