@@ -101,7 +101,7 @@ class DicomwebBackendSettings:
     type: Literal["dicomweb"] = "dicomweb"
     timeout_s: float = 10.0
     page_size: int = 100
-    first_page_size: int = 10  # a small first page: the modality's first results come sooner
+    first_page_size: int | None = None  # None: page_size (one request for most searches)
     mpps_dialect: MppsDialect = "standard"
     bearer_token_env: str | None = None
     basic_user_env: str | None = None
@@ -353,7 +353,8 @@ def _cross_check(s: Settings) -> None:
             if not backend.url.startswith(("http://", "https://")):
                 raise ConfigError(f"{key}.url", "must be an http:// or https:// URL")
             _check_positive(backend.page_size, f"{key}.page_size")
-            _check_positive(backend.first_page_size, f"{key}.first_page_size")
+            if backend.first_page_size is not None:
+                _check_positive(backend.first_page_size, f"{key}.first_page_size")
             validate_dicomweb_auth(backend, key)
             _check_positive(backend.timeout_s, f"{key}.timeout_s")
         if (
