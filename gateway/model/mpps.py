@@ -383,14 +383,14 @@ def _has_value(attr: Any) -> bool:
     """Not zero length: a value, a bulk data reference, or at least one sequence item."""
     if not isinstance(attr, dict):
         return False
-    if "BulkDataURI" in attr or "InlineBinary" in attr:
-        return True
     value = attr.get("Value")
-    if not isinstance(value, list) or not value:
-        return False
-    if attr.get("vr") == "SQ":
-        return True
-    return any(_is_value(v) for v in value)
+    if isinstance(value, list) and value:
+        first = value[0]
+        if type(first) is str and first:  # the common case, decided without a loop
+            return True
+        if attr.get("vr") == "SQ" or any(_is_value(v) for v in value):
+            return True
+    return "BulkDataURI" in attr or "InlineBinary" in attr
 
 
 def _is_value(value: Any) -> bool:
