@@ -74,7 +74,7 @@ async def origin_and_backend(
         settings = DicomwebBackendSettings(
             url=origin.url,
             page_size=page_size,
-            first_page_size=first_page_size or page_size,
+            first_page_size=first_page_size,
             timeout_s=timeout_s,
         )
         backend = await DicomwebBackend.open("cloud", settings, retry=FAST_RETRY)
@@ -134,6 +134,14 @@ async def test_pages_follow_the_additional_results_warning() -> None:
     assert results == origin.worklist
     assert paging(origin) == [("0", "100"), ("100", "100"), ("200", "100")]
     assert len({r.peer for r in origin.requests}) == 1  # one pooled connection
+
+
+async def test_by_default_every_page_asks_for_page_size() -> None:
+    assert DicomwebBackendSettings(url="http://x/d").first_page_size is None
+    async with origin_and_backend(page_size=20) as (origin, backend):
+        origin.worklist = [item(n) for n in range(45)]
+        assert await collect(backend, all_query()) == origin.worklist
+    assert paging(origin) == [("0", "20"), ("20", "20"), ("40", "20")]
 
 
 async def test_a_small_first_page_then_full_pages() -> None:
