@@ -19,9 +19,11 @@ from gateway.model.dicom_json import (
     _strict_parse,
     dataset_to_json,
     dumps_json,
+    dumps_stored,
     format_ds,
     json_depth,
     json_to_dataset,
+    loads_stored,
     normalize_json,
     parse_json_body,
 )
@@ -452,3 +454,12 @@ def test_spec_examples_are_canonical_already() -> None:
         for obj in load(name):
             assert normalize_json(obj) == obj
             assert json.loads(dumps_json([obj])) == [obj]
+
+
+def test_stored_text_reads_back_exactly() -> None:
+    """orjson alone would read the integer written by the json fallback as a float."""
+    plain: JsonDataset = {"00100020": {"vr": "LO", "Value": ["P1"]}}
+    huge: JsonDataset = {"00181150": {"vr": "IS", "Value": [10**20, 1.5]}}
+    for doc in (plain, huge, minimal_create()):
+        back = loads_stored(dumps_stored(doc))
+        assert repr(back) == repr(doc)

@@ -6,12 +6,12 @@ batch, a delete or a status follow-up is all-or-nothing.
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from collections.abc import Iterable, Sequence
 
-from gateway.backends.local.items import SpsRow, dump, with_sps_status
+from gateway.backends.local.items import SpsRow, with_sps_status
 from gateway.backends.local.schema import immediate
+from gateway.model.dicom_json import dumps_stored, loads_stored
 from gateway.model.types import JsonDataset
 
 _FIND = "SELECT id FROM sps WHERE study_uid = ? AND sps_id = ?"
@@ -106,7 +106,7 @@ def get_step(conn: sqlite3.Connection, study_uid: str, sps_id: str) -> JsonDatas
     ).fetchone()
     if found is None:
         return None
-    doc: JsonDataset = json.loads(found[0])
+    doc: JsonDataset = loads_stored(found[0])
     return doc
 
 
@@ -126,7 +126,7 @@ def set_step_status(
     rowid, current, doc = found
     if current == status or (current == "COMPLETED" and status != "COMPLETED"):
         return True
-    new_doc = dump(with_sps_status(json.loads(doc), status))
+    new_doc = dumps_stored(with_sps_status(loads_stored(doc), status))
     conn.execute(
         "UPDATE sps SET status = ?, doc = ?, updated_at = ? WHERE id = ?",
         (status, new_doc, now, rowid),

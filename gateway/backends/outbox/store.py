@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import queue
 import sqlite3
 import threading
@@ -27,10 +26,10 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import anyio
-import orjson
 
 from gateway.backends.sqlite_file import open_wal
 from gateway.errors import Busy, InternalError
+from gateway.model.dicom_json import dumps_stored, loads_stored
 from gateway.model.types import JsonDataset
 
 T = TypeVar("T")
@@ -91,7 +90,7 @@ class Message:
             backend=str(row[1]),
             uid=str(row[2]),
             op=row[3],
-            body=_loads(row[4]),
+            body=loads_stored(row[4]),
             state=row[5],
             created_at=float(row[6]),
             attempts=int(row[7]),
@@ -114,24 +113,6 @@ class QueueStats:
         return {"queued": self.queued, "dead": self.dead, "oldest_age_s": age}
 
 
-def _dumps(dataset: JsonDataset) -> str:
-    """Compact JSON text; orjson because this runs for every queued write (~10x faster).
-
-    The json module takes what orjson refuses (integers beyond 64 bits in IS values).
-    """
-    try:
-        return orjson.dumps(dataset).decode("utf-8")
-    except orjson.JSONEncodeError:
-        return json.dumps(dataset, separators=(",", ":"), ensure_ascii=False)
-
-
-def _loads(text: str) -> Any:
-    try:
-        return orjson.loads(text)
-    except orjson.JSONDecodeError:
-        return json.loads(text)
-
-
 # --- blocking operations on one connection -------------------------------------------------
 
 
@@ -147,7 +128,7 @@ def mirror_get(conn: sqlite3.Connection, backend: str, uid: str) -> JsonDataset 
     ).fetchone()
     if row is None:
         return None
-    doc: JsonDataset = _loads(row[0])
+    doc: JsonDataset = loads_stored(row[0])
     return doc
 
 
@@ -162,7 +143,7 @@ def mirror_put(
         "INSERT INTO outbox_mpps (backend, uid, doc, updated_at) VALUES (?, ?, ?, ?)"
         " ON CONFLICT (backend, uid) DO UPDATE"
         " SET doc = excluded.doc, updated_at = excluded.updated_at",
-        (backend, uid, _dumps(doc), now),
+        (backend, uid, dumps_stored(doc), now),
     )
 
 
@@ -173,7 +154,7 @@ def insert_message(
     cursor = conn.execute(
         "INSERT INTO outbox_message (backend, uid, op, body, created_at, next_at)"
         " VALUES (?, ?, ?, ?, ?, ?)",
-        (backend, uid, op, _dumps(body), now, now),
+        (backend, uid, op, dumps_stored(body), now, now),
     )
     assert cursor.lastrowid is not None
     return int(cursor.lastrowid)
