@@ -21,6 +21,7 @@ from typing import Any
 
 import orjson
 from pydicom import config as pydicom_config
+from pydicom.datadict import keyword_dict
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
@@ -51,6 +52,8 @@ NON_FINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
 
 _ATTR_MEMBERS = frozenset({"vr", "Value", "InlineBinary", "BulkDataURI"})
 _KEY_RE = re.compile(r"[0-9A-F]{8}")
+_DICTIONARY_KEYS = frozenset(f"{tag:08X}" for tag in keyword_dict.values())
+"""Keys of the standard's attributes: a set lookup decides most keys of a body."""
 INTEGER_RE = re.compile(r"[+-]?[0-9]+")
 DECIMAL_RE = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 _SAFE_INT = 2**53  # beyond this JSON numbers lose precision in many consumers
@@ -378,13 +381,17 @@ _UTF8_BOM = b"\xef\xbb\xbf"
 
 
 def _quick_parse(body: bytes, max_depth: int) -> Any:
-    """orjson's parse when it provably equals :func:`_strict_parse`'s; else None.
+    """orjson's parse if its members and numbers provably equal :func:`_strict_parse`'s.
 
-    orjson keeps the last of duplicate members and turns integers beyond 64 bits into
-    floats, so the result is used only if every object member in the tree has its own
-    ``:`` in the text (no duplicate was dropped; a ``:`` inside a string also sends us the
-    strict way), no float could stem from a huge integer, and the nesting is within
-    ``max_depth``. Everything it refuses goes the strict way, so errors read the same.
+    orjson keeps the last of duplicate members and reads integers beyond 64 bits as floats.
+    Returns None (go the strict way) if a member was dropped; otherwise the tree, which the
+    caller must still prove within ``max_depth`` (see :func:`parse_json_body`).
+
+    The proof, in C where it can be: with no ``\\u`` escape in the body, every string
+    keeps its characters, so orjson's own text of the tree has exactly the body's colons
+    unless a member was dropped; and orjson writes every float of 1e16 or more with
+    ``e+``, so without one no float stems from a huge integer. A body with escapes or
+    such a float is counted in Python instead, as before.
     """
     try:
         parsed = orjson.loads(body.removeprefix(_UTF8_BOM))
@@ -392,18 +399,34 @@ def _quick_parse(body: bytes, max_depth: int) -> Any:
         return None
     if type(parsed) is not dict and type(parsed) is not list:
         return None  # the strict way refuses it, in its words
-    members = _members(parsed, 1, max_depth)
-    return parsed if members == body.count(b":") else None
+    colons = body.count(b":")
+    if b"\\u" not in body:
+        text = orjson.dumps(parsed)
+        if text.count(b":") != colons:
+            return None
+        if b"e+" not in text or not _BIG_EXPONENT.search(text):
+            return parsed
+    return parsed if _members(parsed, 1, max_depth) == colons else None
+
+
+_BIG_EXPONENT = re.compile(rb"[0-9]e\+")
+"""How orjson writes a float of 1e16 or more (smaller ones never carry an exponent)."""
 
 
 def _members(node: dict[str, Any] | list[Any], depth: int, max_depth: int) -> int:
     """Members of all objects in ``node``; -1 if deeper than ``max_depth`` or a float is huge."""
     if depth > max_depth:
         return -1
-    count = len(node) if type(node) is dict else 0
-    value: Any
-    for value in node.values() if type(node) is dict else node:
+    if type(node) is dict:
+        count = len(node)
+        values: Any = node.values()
+    else:
+        count = 0
+        values = node
+    for value in values:
         kind = type(value)
+        if kind is str:
+            continue  # most leaves: nothing to count
         if kind is dict or kind is list:
             inner = _members(value, depth + 1, max_depth)
             if inner < 0:
@@ -451,20 +474,37 @@ def parse_json_body(
     converter. Raises InvalidPayload (PayloadTooLarge for too many items).
     """
     parsed = _quick_parse(body, max_depth)
-    if parsed is None:
-        parsed = _strict_parse(body, max_depth)
-    if isinstance(parsed, dict):
-        datasets = [parsed]
-        first_depth = 1
-    elif isinstance(parsed, list):
-        datasets = parsed
-        first_depth = 2
-    else:
-        raise InvalidPayload("JSON body must be an object or an array of objects")
+    if parsed is not None:
+        datasets, first_depth = _datasets(parsed)
+        try:
+            deepest = _validate(
+                datasets,
+                first_depth=first_depth,
+                max_depth=max_depth,
+                max_items=max_items,
+                repair=True,
+            )
+        except (InvalidPayload, PayloadTooLarge):
+            pass  # refused: the strict way says why, in the same words as ever
+        else:
+            # Below a dataset the JSON nests at most three more levels (attribute, Value,
+            # PN object): within the limit without a walk, else the walk decides.
+            if deepest + 3 <= max_depth or _members(parsed, 1, max_depth) >= 0:
+                return datasets
+    datasets, first_depth = _datasets(_strict_parse(body, max_depth))
     _validate(
         datasets, first_depth=first_depth, max_depth=max_depth, max_items=max_items, repair=True
     )
     return datasets
+
+
+def _datasets(parsed: Any) -> tuple[list[Any], int]:
+    """The datasets of a parsed body and the JSON depth of the first one."""
+    if isinstance(parsed, dict):
+        return [parsed], 1
+    if isinstance(parsed, list):
+        return parsed, 2
+    raise InvalidPayload("JSON body must be an object or an array of objects")
 
 
 def validate_json_dataset(obj: Any, *, max_depth: int = 64, max_items: int = 100000) -> None:
@@ -478,16 +518,21 @@ def _where(parts: tuple[str, ...]) -> str:
 
 def _validate(
     datasets: list[Any], *, first_depth: int, max_depth: int, max_items: int, repair: bool = False
-) -> None:
-    """Iterative shape check; with ``repair``, lower-case hex keys are upper-cased in place."""
+) -> int:
+    """Iterative shape check; with ``repair``, lower-case hex keys are upper-cased in place.
+
+    Returns the JSON depth of the deepest dataset (``first_depth`` if none is nested).
+    """
     multi = len(datasets) > 1
     stack = [
         (ds, (f"dataset {n}",) if multi else (), first_depth, 0)
         for n, ds in reversed(list(enumerate(datasets, 1)))
     ]
     count = 0
+    deepest = first_depth
     while stack:
         ds, where, depth, top_tag = stack.pop()
+        deepest = max(deepest, depth)
         count += 1
         if count > max_items:
             raise PayloadTooLarge(f"more than {max_items} datasets and sequence items")
@@ -497,12 +542,28 @@ def _validate(
             raise InvalidPayload(f"{_where(where)}: sequences nested too deeply")
         lower_keys = False
         for n, (key, attr) in enumerate(ds.items(), 1):
-            if not isinstance(key, str) or not _KEY_RE.fullmatch(key):
+            if key not in _DICTIONARY_KEYS and (
+                not isinstance(key, str) or not _KEY_RE.fullmatch(key)
+            ):
                 if not (repair and _KEY_RE.fullmatch(key.upper())):
                     raise InvalidPayload(
                         f"{_where(where) or 'dataset'}: key of member {n} is not 8 hex digits"
                     )
                 lower_keys = True
+            # Most attributes are a VR alone or string values of a string VR: decided
+            # here without a call; anything else gets the full check.
+            vr = attr.get("vr") if type(attr) is dict else None
+            if type(vr) is str:
+                size = len(attr)
+                if size == 1 and vr in KNOWN_VRS:
+                    continue
+                values = attr.get("Value")
+                if size == 2 and type(values) is list and vr in STRING_VRS:
+                    for value in values:
+                        if type(value) is not str and value is not None:
+                            break
+                    else:
+                        continue
             tag = top_tag or int(key, 16)
             items = _check_attribute(attr, where, key, tag)
             if items:
@@ -515,6 +576,7 @@ def _validate(
                 raise InvalidPayload(f"{_where(where) or 'dataset'}: duplicate member keys")
             ds.clear()
             ds.update(fixed)
+    return deepest
 
 
 def _fail(where: tuple[str, ...], key: str, tag: int, reason: str) -> InvalidPayload:

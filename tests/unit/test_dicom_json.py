@@ -17,6 +17,7 @@ from gateway.errors import InvalidAttributeValue, InvalidPayload, PayloadTooLarg
 from gateway.model.dicom_json import (
     _quick_parse,
     _strict_parse,
+    _validate,
     dataset_to_json,
     dumps_json,
     dumps_stored,
@@ -369,15 +370,72 @@ QUICK_AND_STRICT = [
 
 @pytest.mark.parametrize("body", QUICK_AND_STRICT)
 def test_quick_parse_equals_the_strict_parse_or_steps_aside(body: bytes) -> None:
-    """orjson's result is used only where it is exactly what Python's json gives."""
+    """orjson's tree is used only where it is exactly what Python's json gives (the depth
+    limit is parse_json_body's duty, tested below)."""
     quick = _quick_parse(body, 32)
     try:
-        strict = _strict_parse(body, 32)
+        strict = _strict_parse(body, 1000)
     except InvalidPayload:
         assert quick is None
         return
     if quick is not None:
         assert repr(quick) == repr(strict)  # repr: int vs float and member order count too
+
+
+def _strict_route(body: bytes) -> list[Any]:
+    """What parse_json_body did before it had a quick way: strict parse, then the check."""
+    parsed = _strict_parse(body, 32)
+    if isinstance(parsed, dict):
+        datasets, first = [parsed], 1
+    elif isinstance(parsed, list):
+        datasets, first = parsed, 2
+    else:
+        raise InvalidPayload("JSON body must be an object or an array of objects")
+    _validate(datasets, first_depth=first, max_depth=32, max_items=10000, repair=True)
+    return datasets
+
+
+def _sequences(levels: int, innermost: bytes) -> bytes:
+    return b'{"00400100":{"vr":"SQ","Value":[' * levels + innermost + b"]}}" * levels
+
+
+DICOM_BODIES = [
+    *QUICK_AND_STRICT,
+    b'[{"00100020": {"vr": "LO", "Value": ["x"]}, "00100020": {"vr": "LO"}}]',
+    b'{"00080018": {"vr": "UI", "Value": ["1.2"]}, "00080018": {"vr": "XX"}}',
+    b'{"00420010": {"vr": "LO", "BulkDataURI": "http://h:8080/x"}}',  # ":" in a string
+    b'{"00100010": {"vr": "PN", "Value": [{"Alphabetic": "D:e"}]}}',
+    b'{"00101030": {"vr": "DS", "Value": [1e16, 99999999999999999999]}}',
+    b'{"00101030": {"vr": "DS", "Value": ["1e+20"]}, "00100020": {"vr": "LO"}}',
+    b'{"00100020": {"vr": "LO", "Value": ["\\u003a"]}, "00100020": {"vr": "LO"}}',
+    b'{"00100020": {"vr": "LO", "Value": ["\\u003a"]}}',
+    b'{"0010002a": {"vr": "LO"}, "0010002A": {"vr": "SH"}}',
+    b'{"00100020": {"vr": "LO", "Value": ["x"], "vr": "SH"}}',
+    _sequences(10, b'{"00100010":{"vr":"PN","Value":[{"Alphabetic":"D"}]}}'),  # depth 34
+    _sequences(10, b'{"00100020":{"vr":"LO"}}'),  # depth 32: the walk decides
+    _sequences(9, b'{"00100010":{"vr":"PN","Value":[{"Alphabetic":"D"}]}}'),  # depth 31
+    _sequences(11, b"{}"),  # a dataset at depth 34
+]
+
+
+@pytest.mark.parametrize("body", DICOM_BODIES)
+def test_parse_json_body_equals_the_strict_route(body: bytes) -> None:
+    """Same datasets, or the same refusal in the same words, as the strict route."""
+    try:
+        expected = _strict_route(body)
+    except (InvalidPayload, PayloadTooLarge) as exc:
+        with pytest.raises(type(exc)) as info:
+            parse_json_body(body)
+        assert str(info.value) == str(exc)
+        return
+    assert repr(parse_json_body(body)) == repr(expected)
+
+
+def test_parse_json_body_bounds_the_depth_under_datasets() -> None:
+    """A PN object three levels below the deepest dataset counts towards the limit."""
+    with pytest.raises(InvalidPayload, match="nesting depth 34 exceeds"):
+        parse_json_body(_sequences(10, b'{"00100010":{"vr":"PN","Value":[{"Alphabetic":"D"}]}}'))
+    assert parse_json_body(_sequences(10, b'{"00100020":{"vr":"LO"}}'))
 
 
 def test_quick_parse_takes_the_common_body() -> None:
