@@ -52,8 +52,8 @@ NON_FINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
 
 _ATTR_MEMBERS = frozenset({"vr", "Value", "InlineBinary", "BulkDataURI"})
 _KEY_RE = re.compile(r"[0-9A-F]{8}")
-_DICTIONARY_KEYS = frozenset(f"{tag:08X}" for tag in keyword_dict.values())
-"""Keys of the standard's attributes: a set lookup decides most keys of a body."""
+STANDARD_KEYS = frozenset(f"{tag:08X}" for tag in keyword_dict.values())
+"""The keys of the standard's attributes: a set lookup decides most keys of a dataset."""
 INTEGER_RE = re.compile(r"[+-]?[0-9]+")
 DECIMAL_RE = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 _SAFE_INT = 2**53  # beyond this JSON numbers lose precision in many consumers
@@ -542,7 +542,7 @@ def _validate(
             raise InvalidPayload(f"{_where(where)}: sequences nested too deeply")
         lower_keys = False
         for n, (key, attr) in enumerate(ds.items(), 1):
-            if key not in _DICTIONARY_KEYS and (
+            if key not in STANDARD_KEYS and (
                 not isinstance(key, str) or not _KEY_RE.fullmatch(key)
             ):
                 if not (repair and _KEY_RE.fullmatch(key.upper())):

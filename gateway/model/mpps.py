@@ -30,6 +30,7 @@ from gateway.errors import (
     NotAllowedAttribute,
 )
 from gateway.model import mpps_table as table
+from gateway.model.dicom_json import STANDARD_KEYS
 from gateway.model.types import JsonDataset, TagPath, copy_json, tag_key
 from gateway.model.uids import validate_uid
 
@@ -69,7 +70,7 @@ def validate_create(uid: str, attributes: JsonDataset) -> JsonDataset:
     dataset = _canonical(attributes)
     _take_sop_uids(dataset, uid)
     found = _Findings()
-    _walk(dataset, (), _Op.CREATE, found)
+    _walk(dataset, (), _PLANS[_Op.CREATE], found)
     found.raise_request_errors()
     if status_of(dataset) is not PpsStatus.IN_PROGRESS:
         raise InvalidAttributeValue(
@@ -99,6 +100,9 @@ def apply_update(stored: JsonDataset, changes: JsonDataset) -> JsonDataset:
 
     A differing Specific Character Set does not replace the stored one (F.7.2.2.3): the
     result says ``ISO_IR 192``, which represents the old and the new values alike.
+
+    Neither input is changed. The result shares the attributes the update leaves alone
+    with ``stored``; what the update sets is a copy.
     """
     current = status_of(stored)
     if current is None:
@@ -111,7 +115,7 @@ def apply_update(stored: JsonDataset, changes: JsonDataset) -> JsonDataset:
     update = _canonical(changes)
     _take_sop_uids(update, _first_string(stored.get(tag_key(SOP_INSTANCE_UID))))
     found = _Findings()
-    _walk(update, (), _Op.SET, found)
+    _walk(update, (), _PLANS[_Op.SET], found)
     found.raise_request_errors()
     charset_key = tag_key(table.SPECIFIC_CHARACTER_SET)
     not_created = [int(key, 16) for key in update if key not in stored and key != charset_key]
@@ -121,7 +125,9 @@ def apply_update(stored: JsonDataset, changes: JsonDataset) -> JsonDataset:
             + ", ".join(_tag_text(tag) for tag in not_created),
             offending=not_created,
         )
-    merged = copy_json(stored)
+    # Unchanged attributes are shared with ``stored``, not copied (the model's convention:
+    # code that changes a dataset in place copies it first); ``update`` is already a copy.
+    merged = dict(stored)
     new_charset = update.pop(charset_key, None)
     if new_charset is not None:
         merged[charset_key] = _merge_charset(merged.get(charset_key), new_charset)
@@ -129,7 +135,7 @@ def apply_update(stored: JsonDataset, changes: JsonDataset) -> JsonDataset:
     new_status = status_of(merged)
     if new_status is not None and new_status.is_final:
         final = _Findings()
-        _walk(merged, (), _Op.FINAL, final)
+        _walk(merged, (), _PLANS[_Op.FINAL], final)
         problems = final.missing + final.empty + final.invalid
         if problems:
             raise IncompatibleUpdate(
@@ -216,29 +222,76 @@ class _Findings:
                 raise error(f"{text}: {_paths_text(paths)}", offending=_leaf_tags(paths))
 
 
+def _has(item: JsonDataset, key: str) -> bool:
+    attr = item.get(key)
+    return attr is not None and _has_value(attr)
+
+
+_UNIVERSAL_ID, _LOCAL_ID = tag_key(0x00400032), tag_key(0x00400031)
+_CODE_VALUE, _LONG_CODE_VALUE, _URN_CODE_VALUE = (
+    tag_key(0x00080100),
+    tag_key(0x00080119),
+    tag_key(0x00080120),
+)
+
+Requirement = bool | Callable[[JsonDataset], bool]
+"""Always (True), never (False), or when the function says so for the item at hand."""
+
+_CONDITIONS: dict[table.Condition, Callable[[JsonDataset], bool]] = {
+    # "Extended character set used" cannot be seen in the DICOM JSON Model (always
+    # Unicode) and "designator ambiguous" needs coding-scheme knowledge: both are left
+    # to the SCU.
+    table.Condition.EXTENDED_CHARSET: lambda item: False,
+    table.Condition.SCHEME_AMBIGUOUS: lambda item: False,
+    table.Condition.UNIVERSAL_ID_ABSENT: lambda item: not _has(item, _UNIVERSAL_ID),
+    table.Condition.LOCAL_ID_ABSENT: lambda item: not _has(item, _LOCAL_ID),
+    table.Condition.UNIVERSAL_ID_PRESENT: lambda item: _has(item, _UNIVERSAL_ID),
+    table.Condition.SHORT_CODE: lambda item: (
+        not (_has(item, _LONG_CODE_VALUE) or _has(item, _URN_CODE_VALUE))
+    ),
+    table.Condition.LONG_CODE: lambda item: (
+        not (_has(item, _CODE_VALUE) or _has(item, _URN_CODE_VALUE))
+    ),
+    table.Condition.URN_CODE: lambda item: (
+        not (_has(item, _CODE_VALUE) or _has(item, _LONG_CODE_VALUE))
+    ),
+    table.Condition.CODE_VALUE_PRESENT: lambda item: (
+        _has(item, _CODE_VALUE) or _has(item, _LONG_CODE_VALUE)
+    ),
+}
+
+
+def _holds(requirement: Requirement, item: JsonDataset) -> bool:
+    """A requirement of a :class:`_Check` for this item."""
+    return requirement is True or (requirement is not False and requirement(item))
+
+
 @dataclass(frozen=True, slots=True)
 class _Check:
     """One table row as one operation sees it, worked out once at import time.
 
-    ``present`` / ``nonempty``: True (always required), False (never), or the Condition
-    under which the requirement holds for the item being checked.
+    ``present`` / ``nonempty``: when the attribute must be present / hold a value (the
+    function of a Condition is looked up here, not on every check).
     """
 
     key: str
     path: TagPath
-    present: bool | table.Condition
-    nonempty: bool | table.Condition
+    present: Requirement
+    nonempty: Requirement
     refused: bool
     enumerated: tuple[str, ...]
     nested: bool
 
 
-def _requirement(kind: str, condition: table.Condition | None) -> bool | table.Condition:
-    """``1``/``2`` -> always; ``1C``/``2C`` -> when ``condition`` holds (no condition: always)."""
+def _requirement(kind: str, condition: table.Condition | None) -> Requirement:
+    """``1``/``2`` -> always; ``1C``/``2C`` -> when ``condition`` holds (no condition: always).
+
+    Conditions no dataset can show count as false.
+    """
     if kind in ("1", "2"):
         return True
     if kind in ("1C", "2C"):
-        return True if condition is None else condition
+        return True if condition is None else _CONDITIONS[condition]
     return False
 
 
@@ -251,7 +304,7 @@ def _check(row: table.Row, op: _Op) -> _Check:
         kind = row.final_type
     # Zero length allowed? (PS3.4 5.4.2.1) Specific Character Set sent empty still says
     # something well defined (the default repertoire), which real SCUs do: accepted.
-    nonempty: bool | table.Condition
+    nonempty: Requirement
     if row.condition is table.Condition.EXTENDED_CHARSET:
         nonempty = False
     elif op is _Op.FINAL:
@@ -270,24 +323,31 @@ def _check(row: table.Row, op: _Op) -> _Check:
     )
 
 
-_PLANS: dict[_Op, dict[TagPath, tuple[_Check, ...]]] = {
+_Plan = dict[TagPath, tuple[_Check, ...]]
+
+_PLANS: dict[_Op, _Plan] = {
     op: {parent: tuple(_check(row, op) for row in rows) for parent, rows in table.CHILDREN.items()}
     for op in _Op
 }
 
 
-def _walk(item: JsonDataset, parent: TagPath, op: _Op, found: _Findings) -> None:
+def _walk(item: JsonDataset, parent: TagPath, plan: _Plan, found: _Findings) -> None:
     """Check ``item`` (a dataset or a sequence item at ``parent``) against the table rows."""
-    for check in _PLANS[op].get(parent, ()):
+    for check in plan.get(parent, ()):
         attr = item.get(check.key)
         if attr is None:
-            if _holds(check.present, item):
+            present = check.present
+            if present is True or (present is not False and present(item)):
                 found.missing.append(check.path)
             continue
         if check.refused:
             found.not_allowed.append(check.path)
             continue
-        if not _has_value(attr):
+        value = attr.get("Value") if type(attr) is dict else None
+        # A first value that is a non-empty string decides "has a value" here, without a
+        # call: most attributes are that.
+        plain = type(value) is list and value and type(value[0]) is str and value[0]
+        if not plain and not _has_value(attr):
             if _holds(check.nonempty, item):
                 found.empty.append(check.path)
             continue
@@ -298,44 +358,13 @@ def _walk(item: JsonDataset, parent: TagPath, op: _Op, found: _Findings) -> None
                 found.invalid.append(check.path)
                 continue
             for sub in _items(attr):
-                _walk(sub, check.path, op, found)
+                _walk(sub, check.path, plan, found)
 
 
 def _is_enumerated(attr: Any, allowed: tuple[str, ...]) -> bool:
     """One value, and one of ``allowed`` (the only enumerated row, the status, has VM 1)."""
     values = _strings(attr)
     return len(values) == 1 and values[0] is not None and values[0].strip() in allowed
-
-
-def _has(item: JsonDataset, tag: int) -> bool:
-    attr = item.get(tag_key(tag))
-    return attr is not None and _has_value(attr)
-
-
-_CONDITIONS: dict[table.Condition, Callable[[JsonDataset], bool]] = {
-    # "Extended character set used" cannot be seen in the DICOM JSON Model (always
-    # Unicode) and "designator ambiguous" needs coding-scheme knowledge: both are left
-    # to the SCU.
-    table.Condition.EXTENDED_CHARSET: lambda item: False,
-    table.Condition.SCHEME_AMBIGUOUS: lambda item: False,
-    table.Condition.UNIVERSAL_ID_ABSENT: lambda item: not _has(item, 0x00400032),
-    table.Condition.LOCAL_ID_ABSENT: lambda item: not _has(item, 0x00400031),
-    table.Condition.UNIVERSAL_ID_PRESENT: lambda item: _has(item, 0x00400032),
-    table.Condition.SHORT_CODE: lambda item: not (_has(item, 0x00080119) or _has(item, 0x00080120)),
-    table.Condition.LONG_CODE: lambda item: not (_has(item, 0x00080100) or _has(item, 0x00080120)),
-    table.Condition.URN_CODE: lambda item: not (_has(item, 0x00080100) or _has(item, 0x00080119)),
-    table.Condition.CODE_VALUE_PRESENT: lambda item: (
-        _has(item, 0x00080100) or _has(item, 0x00080119)
-    ),
-}
-
-
-def _holds(requirement: bool | table.Condition, item: JsonDataset) -> bool:
-    """A requirement of a :class:`_Check` for this item; conditions no dataset can show
-    count as false."""
-    if isinstance(requirement, bool):
-        return requirement
-    return _CONDITIONS[requirement](item)
 
 
 # --- DICOM JSON helpers ---------------------------------------------------------------------
@@ -349,22 +378,26 @@ def _canonical(dataset: Any) -> JsonDataset:
         raise InvalidPayload("a dataset must be a JSON object")
     out: JsonDataset = {}
     for key, attr in dataset.items():
-        if not isinstance(key, str) or not _KEY.fullmatch(key):
+        if key in STANDARD_KEYS:
+            upper = key  # upper-case 8 hex digits already: no pattern, no upper()
+        elif isinstance(key, str) and _KEY.fullmatch(key):
+            upper = key.upper()
+        else:
             raise InvalidPayload("attribute keys must be 8 hexadecimal digits")
-        upper = key.upper()
         if upper in out:
             raise InvalidPayload(f"attribute {upper} appears twice")
-        if not isinstance(attr, dict) or not isinstance(attr.get("vr"), str):
+        vr = attr.get("vr") if type(attr) is dict else None
+        if type(vr) is not str:
             raise InvalidPayload(f"attribute {upper} is not an object with a vr")
         value = attr.get("Value")
-        if value is not None and not isinstance(value, list):
-            raise InvalidPayload(f"attribute {upper}: Value must be an array")
         if value is None:
-            out[upper] = copy_json(attr)
-        elif attr["vr"] == "SQ":
+            out[upper] = {"vr": vr} if len(attr) == 1 else copy_json(attr)
+        elif type(value) is not list:
+            raise InvalidPayload(f"attribute {upper}: Value must be an array")
+        elif vr == "SQ":
             out[upper] = {**attr, "Value": [_canonical(sub) for sub in value]}
-        elif len(attr) == 2:  # {"vr", "Value"}: copied here, one call fewer per attribute
-            out[upper] = {"vr": attr["vr"], "Value": [copy_json(v) for v in value]}
+        elif len(attr) == 2:  # {"vr", "Value"}: most values are strings, taken as they are
+            out[upper] = {"vr": vr, "Value": [v if type(v) is str else copy_json(v) for v in value]}
         else:
             out[upper] = copy_json(attr)
     return out if _in_order(out) else _sorted(out)
