@@ -727,19 +727,19 @@ def dumps_stored(doc: JsonDataset) -> str:
 def loads_stored(text: str | bytes) -> Any:
     """What :func:`dumps_stored` wrote, exactly.
 
-    orjson reads an integer beyond 64 bits as a float without complaint, so a tree with a
-    float that large (or anything orjson refuses) is read again by the json module.
+    orjson reads an integer beyond 64 bits as a float without complaint. Such a float
+    (any of 1e16 or more) shows as ``e+`` in orjson's own text of the tree, so a tree
+    with one (or anything orjson refuses) is read again by the json module.
     """
     try:
         parsed = orjson.loads(text)
     except orjson.JSONDecodeError:
         return json.loads(text)
-    if (type(parsed) is dict or type(parsed) is list) and _members(parsed, 1, _STORED_DEPTH) < 0:
-        return json.loads(text)
+    if type(parsed) is float or type(parsed) is dict or type(parsed) is list:
+        again = orjson.dumps(parsed)
+        if b"e+" in again and _BIG_EXPONENT.search(again):
+            return json.loads(text)
     return parsed
-
-
-_STORED_DEPTH = 256  # stored documents are validated far shallower; this only bounds recursion
 
 
 def dumps_json(datasets: list[JsonDataset]) -> bytes:

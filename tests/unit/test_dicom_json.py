@@ -518,6 +518,9 @@ def test_stored_text_reads_back_exactly() -> None:
     """orjson alone would read the integer written by the json fallback as a float."""
     plain: JsonDataset = {"00100020": {"vr": "LO", "Value": ["P1"]}}
     huge: JsonDataset = {"00181150": {"vr": "IS", "Value": [10**20, 1.5]}}
-    for doc in (plain, huge, minimal_create()):
+    nested: JsonDataset = {"00400100": {"vr": "SQ", "Value": [huge, plain]}}
+    big_float: JsonDataset = {"00181150": {"vr": "FD", "Value": [1e16, -2.5e300, 9e15]}}
+    text: JsonDataset = {"00081030": {"vr": "LO", "Value": ["7e+20", "e+"]}}
+    for doc in (plain, huge, nested, big_float, text, minimal_create(), 2**64, [-(2**70)]):
         back = loads_stored(dumps_stored(doc))
         assert repr(back) == repr(doc)
