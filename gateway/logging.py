@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import time
 from collections.abc import Callable, MutableMapping
 from typing import Any
 
@@ -40,6 +41,30 @@ def _redact_phi(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapp
     return event
 
 
+class _UtcTimestamp:
+    """``timestamp`` as ISO 8601 UTC with microseconds (``2026-11-23T23:13:40.123456Z``).
+
+    structlog's ``TimeStamper(fmt="iso", utc=True)`` writes the same text but builds a
+    datetime and formats all of it for every line (a sixth of a line's cost); this formats
+    the date and time once per second.
+    """
+
+    __slots__ = ("_second", "_text")
+
+    def __init__(self) -> None:
+        self._second = -1
+        self._text = ""
+
+    def __call__(self, _: Any, __: str, event: MutableMapping[str, Any]) -> Any:
+        now = time.time()
+        second = int(now)
+        if second != self._second:
+            self._text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+            self._second = second
+        event["timestamp"] = f"{self._text}.{int((now - second) * 1e6):06d}Z"
+        return event
+
+
 def _dumps(event: Any, default: Callable[[Any], Any]) -> str:
     """One JSON log line; orjson since every request logs a few (the json module took
     about a third of a line's cost), the json module for what orjson refuses (big ints)."""
@@ -55,7 +80,7 @@ def configure_logging(*, level: str = "info", fmt: str = "console", log_phi: boo
     processors: list[Any] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
-        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        _UtcTimestamp(),
     ]
     if not log_phi:
         processors.append(_redact_phi)

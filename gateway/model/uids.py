@@ -14,6 +14,7 @@ from gateway.errors import InvalidInstanceUID
 
 MAX_UID_LENGTH = 64
 _COMPONENT = re.compile(r"0|[1-9][0-9]*")
+_VALID_UID = re.compile(r"(?:0|[1-9][0-9]*)(?:\.(?:0|[1-9][0-9]*))*")
 
 
 def validate_uid(uid: str) -> None:
@@ -22,6 +23,8 @@ def validate_uid(uid: str) -> None:
     At most 64 characters, only digits and dots, no empty component and no leading zero in
     a component of more than one digit. The message names the rule, not the UID.
     """
+    if type(uid) is str and len(uid) <= MAX_UID_LENGTH and _VALID_UID.fullmatch(uid):
+        return  # the usual case, in one match; the checks below only name the broken rule
     if not isinstance(uid, str) or not uid:
         raise InvalidInstanceUID("SOP Instance UID is empty")
     if len(uid) > MAX_UID_LENGTH:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from datetime import datetime
 from pathlib import Path
 
 import pydicom.config
@@ -13,7 +14,14 @@ from pynetdicom import _config as pynetdicom_config
 from structlog.processors import JSONRenderer
 from structlog.testing import capture_logs
 
-from gateway.logging import REDACTED, _dumps, _redact_phi, configure_logging, get_logger
+from gateway.logging import (
+    REDACTED,
+    _dumps,
+    _redact_phi,
+    _UtcTimestamp,
+    configure_logging,
+    get_logger,
+)
 
 
 def render(**event: object) -> dict[str, object]:
@@ -70,3 +78,18 @@ def test_pynetdicom_debug_summaries_are_built_only_when_kept(
         assert pynetdicom_config.LOG_HANDLER_LEVEL == "standard"
     finally:
         structlog.configure(**saved)
+
+
+def test_timestamp_is_iso_utc_with_microseconds(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The per-second cache must not carry a second over into the next one."""
+    stamp = _UtcTimestamp()
+    for now, text in (
+        (1795647220.25, "2026-11-25T22:53:40.250000Z"),
+        (1795647220.999999, "2026-11-25T22:53:40.999999Z"),
+        (1795647221.0, "2026-11-25T22:53:41.000000Z"),
+    ):
+        monkeypatch.setattr("gateway.logging.time.time", lambda now=now: now)
+        event = stamp(None, "info", {})
+        assert event["timestamp"] == text
+        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        assert parsed.timestamp() == pytest.approx(now, abs=1e-6)
