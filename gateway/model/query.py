@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from decimal import Decimal
 from typing import Any
 
@@ -440,11 +440,13 @@ class _Step:
     vr: str
     children: _Level | None  # requested nested keys (None: the whole value)
     item_filter: matching.ItemMatcher | None  # keep only matching sequence items
+    nested: bool = field(init=False)
+    """True when a sequence value must be rebuilt item by item (a field, not a property:
+    it is read for every attribute of every result)."""
 
-    @property
-    def nested(self) -> bool:
-        """True when a sequence value must be rebuilt item by item."""
-        return self.vr == "SQ" and (self.children is not None or self.item_filter is not None)
+    def __post_init__(self) -> None:
+        nested = self.vr == "SQ" and (self.children is not None or self.item_filter is not None)
+        object.__setattr__(self, "nested", nested)
 
 
 @dataclass(frozen=True)
