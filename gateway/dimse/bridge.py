@@ -42,9 +42,6 @@ OperationKey = tuple[int, int]
 STREAM_BUFFER = 64
 """Results a search may run ahead of the SCU; also the most taken per portal call."""
 
-FIRST_HANDOVER_S = 0.02
-"""How long the pump waits for the association thread to take the first result."""
-
 
 class Cancelled(Exception):
     """The SCU sent C-CANCEL for the operation (control flow, not an error)."""
@@ -238,7 +235,6 @@ class BackendStream(Generic[T]):
         self._cancelled = False
         self._done = False
         self._completed = False  # the generator ran to its end (event loop thread)
-        self._first_taken: anyio.Event | None = None  # set up in the pump (event loop)
 
     def __iter__(self) -> BackendStream[T]:
         return self
@@ -282,8 +278,6 @@ class BackendStream(Generic[T]):
         batch: list[object] = []
         try:
             batch.append(await self._receive.receive())
-            if self._first_taken is not None:
-                self._first_taken.set()
             while len(batch) < STREAM_BUFFER:
                 batch.append(self._receive.receive_nowait())
         except anyio.WouldBlock:
@@ -298,7 +292,6 @@ class BackendStream(Generic[T]):
     async def _run_pump(self, call: _Call) -> None:
         """Drive the backend's generator to the end, a failure or a cancel; then close it."""
         iterator: AsyncIterator[T] | None = None
-        self._first_taken = anyio.Event()
         async with self._send:
             with anyio.CancelScope() as scope:
                 call.enter(scope)
@@ -325,14 +318,6 @@ class BackendStream(Generic[T]):
             self._send.send_nowait(item)
         except anyio.WouldBlock:
             await self._send.send(item)
-            return
-        if self._first_taken is not None:
-            # The association thread waits for the first result: let it have it now, not
-            # after the rest of the page (pumping a page of 50 took 2-3 ms). Bounded, in
-            # case the thread is slow to ask.
-            with anyio.move_on_after(FIRST_HANDOVER_S):
-                await self._first_taken.wait()
-            self._first_taken = None
 
     async def _aclose(self, iterator: AsyncIterator[T] | None) -> None:
         aclose = getattr(iterator, "aclose", None)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import AsyncGenerator, Callable, Iterator
 
 import anyio
@@ -113,29 +112,6 @@ def test_stream_delivers_in_order_then_the_backend_error(portal: BlockingPortal)
     stream.close()
     assert received == list(range(150))
     assert source.closed.is_set()
-
-
-def test_stream_hands_over_the_first_result_before_the_rest_of_the_page(
-    portal: BlockingPortal,
-) -> None:
-    """A page arrives at once and is pumped without awaiting; the first result must reach
-    the association thread while the pump still works on the rest (here: a blocking step
-    right after it, which leaves the GIL free)."""
-    events: list[str] = []
-
-    async def page() -> AsyncGenerator[int, None]:
-        yield 1
-        time.sleep(0.3)  # noqa: ASYNC251 - stands for CPU work that never awaits
-        events.append("pump done")
-        yield 2
-
-    bridge = Bridge(portal, timeout_s=5)
-    stream = bridge.open_stream(page)
-    first = next(stream)
-    events.append(f"got {first}")
-    assert list(stream) == [2]
-    stream.close()
-    assert events == ["got 1", "pump done"]
 
 
 def test_stream_cancel_stops_a_waiting_backend_and_closes_it(portal: BlockingPortal) -> None:
