@@ -54,6 +54,13 @@ _ATTR_MEMBERS = frozenset({"vr", "Value", "InlineBinary", "BulkDataURI"})
 _KEY_RE = re.compile(r"[0-9A-F]{8}")
 STANDARD_KEYS = frozenset(f"{tag:08X}" for tag in keyword_dict.values())
 """The keys of the standard's attributes: a set lookup decides most keys of a dataset."""
+
+
+def is_tag_key(key: object) -> bool:
+    """An attribute key of the DICOM JSON Model: 8 upper-case hex digits."""
+    return key in STANDARD_KEYS or (isinstance(key, str) and _KEY_RE.fullmatch(key) is not None)
+
+
 INTEGER_RE = re.compile(r"[+-]?[0-9]+")
 DECIMAL_RE = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 _SAFE_INT = 2**53  # beyond this JSON numbers lose precision in many consumers
@@ -404,13 +411,19 @@ def _quick_parse(body: bytes, max_depth: int) -> Any:
         text = orjson.dumps(parsed)
         if text.count(b":") != colons:
             return None
-        if b"e+" not in text or not _BIG_EXPONENT.search(text):
+        if not _has_big_float(text):
             return parsed
     return parsed if _members(parsed, 1, max_depth) == colons else None
 
 
 _BIG_EXPONENT = re.compile(rb"[0-9]e\+")
 """How orjson writes a float of 1e16 or more (smaller ones never carry an exponent)."""
+
+
+def _has_big_float(orjson_text: bytes) -> bool:
+    """True if orjson's text of a tree holds a float of 1e16 or more (or a string that looks
+    like one, which only costs the caller a slower, exact way)."""
+    return b"e+" in orjson_text and _BIG_EXPONENT.search(orjson_text) is not None
 
 
 def _members(node: dict[str, Any] | list[Any], depth: int, max_depth: int) -> int:
@@ -542,9 +555,7 @@ def _validate(
             raise InvalidPayload(f"{_where(where)}: sequences nested too deeply")
         lower_keys = False
         for n, (key, attr) in enumerate(ds.items(), 1):
-            if key not in STANDARD_KEYS and (
-                not isinstance(key, str) or not _KEY_RE.fullmatch(key)
-            ):
+            if not is_tag_key(key):
                 if not (repair and _KEY_RE.fullmatch(key.upper())):
                     raise InvalidPayload(
                         f"{_where(where) or 'dataset'}: key of member {n} is not 8 hex digits"
@@ -737,7 +748,7 @@ def loads_stored(text: str | bytes) -> Any:
         return json.loads(text)
     if type(parsed) is float or type(parsed) is dict or type(parsed) is list:
         again = orjson.dumps(parsed)
-        if b"e+" in again and _BIG_EXPONENT.search(again):
+        if _has_big_float(again):
             return json.loads(text)
     return parsed
 

@@ -28,7 +28,7 @@ from gateway.errors import (
     PayloadTooLarge,
 )
 from gateway.logging import get_logger
-from gateway.model.dicom_json import STANDARD_KEYS, validate_json_dataset
+from gateway.model.dicom_json import is_tag_key, validate_json_dataset
 from gateway.model.mpps import select_attributes, status_of, validate_create
 from gateway.model.mpps_table import PPS_STATUS
 from gateway.model.mwl_keys import path_to_tags
@@ -47,7 +47,6 @@ PAGING_PARAMS = frozenset({"offset", "limit"})
 MAX_SEQUENCE_DEPTH = 16
 MAX_SEARCH_RESULTS = 100_000
 """Results one search may page through before it is refused (A700)."""
-_HEX_KEY_RE = re.compile(r"[0-9A-F]{8}")
 _REMAINING_RE = re.compile(r"There are (\d+) additional results")
 _WARNING_RE = re.compile(r"^\s*\d{3}\s+\S+\s+(.*)$", re.DOTALL)
 
@@ -309,7 +308,7 @@ def _shape_problem(item: Any, depth: int) -> str | None:
     if depth > MAX_SEQUENCE_DEPTH:
         return "sequences nested too deeply"
     for key, attr in item.items():
-        if key not in STANDARD_KEYS and not _HEX_KEY_RE.fullmatch(key):
+        if not is_tag_key(key):
             return "a key is not 8 upper-case hex digits"
         if type(attr) is not dict or type(attr.get("vr")) is not str:
             return f"attribute {key} has no VR"
