@@ -6,7 +6,14 @@ import json
 
 import pytest
 
-from gateway.backends.dicomweb.backend import remaining_results, warning_texts
+from gateway.backends.dicomweb.backend import (
+    MAX_SEQUENCE_DEPTH,
+    _checked,
+    _shape_problem,
+    _well_formed,
+    remaining_results,
+    warning_texts,
+)
 from gateway.backends.dicomweb.client import RetryPolicy
 from gateway.backends.dicomweb.jsonstream import JsonArrayParser, parse_array
 from gateway.backends.dicomweb.outcomes import (
@@ -15,7 +22,7 @@ from gateway.backends.dicomweb.outcomes import (
     parse_retry_after,
     status_report,
 )
-from gateway.errors import ErrorKind
+from gateway.errors import ErrorKind, UpstreamBadResponse
 from gateway.model.status import DimseStatus, Operation, dimse_failure
 
 ITEMS = [{"00100020": {"vr": "LO", "Value": [f"P{n}"]}, "x": 'ü,]}[{"'} for n in range(5)]
@@ -178,3 +185,43 @@ def test_only_utf8_bodies_take_the_whole_page_parser() -> None:
     assert _is_utf8("utf-8") and _is_utf8("UTF8")
     assert not _is_utf8("iso-8859-1")
     assert not _is_utf8("no-such-charset")  # left to the streaming parser's clear error
+
+
+def _nested(depth: int) -> dict[str, object]:
+    item: dict[str, object] = {"00100020": {"vr": "LO", "Value": ["P"]}}
+    for _ in range(depth):
+        item = {"00400100": {"vr": "SQ", "Value": [item]}}
+    return item
+
+
+_PN = {"vr": "PN", "Value": [{"Alphabetic": "A^B"}]}
+SHAPES = [
+    {"00100010": _PN, "00100020": {"vr": "LO"}, "00100030": {"vr": "DA", "Value": None}},
+    {"00091010": {"vr": "LO", "Value": ["private"]}, "00090010": {"vr": "LO"}},
+    {"0010001g": {"vr": "LO"}},
+    {"00100010": {"vr": "PN"}, "0010abcd": {"vr": "LO"}},
+    {"00100020": ["LO"]},
+    {"00100020": {"Value": ["P"]}},
+    {"00100020": {"vr": 5}},
+    {"00100020": {"vr": "LO", "Value": "P"}},
+    {"00400100": {"vr": "SQ", "Value": ["not an item"]}},
+    {"00400100": {"vr": "SQ", "Value": [{"00080060": {"vr": "CS", "Value": 1}}]}},
+    {"00400100": {"vr": "SQ", "Value": [{}, {"00080060": {"vr": "CS"}}]}},
+    {"00400100": {"vr": "LO", "Value": ["not a sequence", {"00080060": 1}]}},
+    _nested(MAX_SEQUENCE_DEPTH),
+    _nested(MAX_SEQUENCE_DEPTH + 1),
+    ["not", "an", "object"],
+]
+
+
+@pytest.mark.parametrize("item", SHAPES)
+def test_the_quick_shape_check_agrees_with_the_one_that_explains(item: object) -> None:
+    """The per-result check on the hot path accepts exactly what the explaining one does."""
+    problem = _shape_problem(item, 0)
+    assert _well_formed(item, 0) is (problem is None)
+    if problem is None:
+        assert _checked(item) is item
+    else:
+        with pytest.raises(UpstreamBadResponse) as raised:
+            _checked(item)
+        assert raised.value.message.endswith(f"invalid DICOM JSON ({problem})")

@@ -28,7 +28,7 @@ from gateway.errors import (
     PayloadTooLarge,
 )
 from gateway.logging import get_logger
-from gateway.model.dicom_json import is_tag_key, validate_json_dataset
+from gateway.model.dicom_json import STANDARD_KEYS, is_tag_key, validate_json_dataset
 from gateway.model.mpps import select_attributes, status_of, validate_create
 from gateway.model.mpps_table import PPS_STATUS
 from gateway.model.mwl_keys import path_to_tags
@@ -285,9 +285,8 @@ def _checked(item: Any) -> JsonDataset:
     values, sequence items as objects), which is cheap enough for every result; the fronts'
     conversions check values of the attributes they actually send on.
     """
-    problem = _shape_problem(item, 0)
-    if problem:
-        raise bad_response(f"invalid DICOM JSON ({problem})")
+    if not _well_formed(item, 0):
+        raise bad_response(f"invalid DICOM JSON ({_shape_problem(item, 0)})")
     result: JsonDataset = item
     return result
 
@@ -302,7 +301,37 @@ def _validated(dataset: Any) -> JsonDataset:
     return result
 
 
+def _well_formed(item: Any, depth: int) -> bool:
+    """True exactly when :func:`_shape_problem` finds nothing, at a third less work.
+
+    It runs for every attribute of every result before the first one reaches the
+    modality (~50 per result, most of them the empty Type 2 keys an origin must send):
+    keys are checked in one set operation, and nothing builds a message.
+    """
+    if type(item) is not dict or depth > MAX_SEQUENCE_DEPTH:
+        return False
+    if not STANDARD_KEYS.issuperset(item) and not all(map(is_tag_key, item)):
+        return False
+    for attr in item.values():
+        if type(attr) is not dict:
+            return False
+        vr = attr.get("vr")
+        if type(vr) is not str:
+            return False
+        values = attr.get("Value")
+        if values is None:
+            continue
+        if type(values) is not list:
+            return False
+        if vr == "SQ":
+            for value in values:
+                if not _well_formed(value, depth + 1):
+                    return False
+    return True
+
+
 def _shape_problem(item: Any, depth: int) -> str | None:
+    """What is wrong with the shape of ``item`` (the message of a refused result)."""
     if type(item) is not dict:
         return "a dataset is not a JSON object"
     if depth > MAX_SEQUENCE_DEPTH:
