@@ -24,9 +24,6 @@ import argparse
 import asyncio
 import json
 import os
-import re
-import shutil
-import subprocess
 import sys
 import tempfile
 import tomllib
@@ -35,6 +32,9 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from callgrind import count_instructions, instrument, require_valgrind  # noqa: E402
 
 MPPS_PATH = "/dicomweb/modality-performed-procedure-steps"
 CLIENTS = 8
@@ -84,19 +84,11 @@ async def _send_pairs(port: int, uids: list[str]) -> None:
     await asyncio.gather(*(client() for _ in range(CLIENTS)))
 
 
-def _instrument(on: bool) -> None:
-    subprocess.run(
-        ["callgrind_control", "-i", "on" if on else "off", str(os.getpid())],
-        stdout=subprocess.DEVNULL,
-        check=False,
-    )
-
-
 async def _measure(port: int, pairs: int) -> None:
     await _send_pairs(port, [f"{UID_ROOT}.9.{n}" for n in range(WARM_UP)])
-    _instrument(True)
+    instrument(True)
     await _send_pairs(port, [f"{UID_ROOT}.1.{n}" for n in range(pairs)])
-    _instrument(False)
+    instrument(False)
 
 
 async def _floor(pairs: int) -> None:
@@ -173,25 +165,8 @@ def _child(kind: str, pairs: int) -> None:
 
 def _instructions(kind: str, pairs: int) -> float:
     """Instructions per pair of one child run under callgrind."""
-    command = [
-        "valgrind",
-        "--tool=callgrind",
-        "--instr-atstart=no",
-        "--callgrind-out-file=/dev/null",
-        sys.executable,
-        __file__,
-        "--child",
-        kind,
-        "--pairs",
-        str(pairs),
-    ]
-    done = subprocess.run(command, capture_output=True, text=True, check=False)
-    found = re.search(r"Collected\s*:\s*([\d,]+)", done.stderr) or re.search(
-        r"I\s+refs:\s*([\d,]+)", done.stderr
-    )
-    if done.returncode != 0 or found is None:
-        raise SystemExit(f"{kind}: callgrind run failed\n{done.stderr[-2000:]}")
-    return int(found.group(1).replace(",", "")) / pairs
+    args = ["--child", kind, "--pairs", str(pairs)]
+    return count_instructions(__file__, args, kind) / pairs
 
 
 def main() -> None:
@@ -202,8 +177,7 @@ def main() -> None:
     if args.child:
         _child(args.child, args.pairs)
         return
-    if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
-        raise SystemExit("needs valgrind (apt-get install valgrind)")
+    require_valgrind()
     floor = _instructions("floor", args.pairs)
     gateway = _instructions("gateway", args.pairs)
     print(f"Instructions per create+set pair, {CLIENTS} raw HTTP clients, {args.pairs} pairs")
