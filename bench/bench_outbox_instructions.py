@@ -26,15 +26,14 @@ import json
 import os
 import sys
 import tempfile
-import tomllib
 from pathlib import Path
-from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from callgrind import count_instructions, instrument, require_valgrind  # noqa: E402
+from inprocess import serving, serving_app  # noqa: E402
 
 MPPS_PATH = "/dicomweb/modality-performed-procedure-steps"
 CLIENTS = 8
@@ -100,26 +99,12 @@ async def _floor(pairs: int) -> None:
 
     app = web.Application()
     app.router.add_post(MPPS_PATH + "/{uid}", handle)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    server: Any = site._server  # the port of a port-0 site
-    try:
-        await _measure(server.sockets[0].getsockname()[1], pairs)
-    finally:
-        await runner.cleanup()
+    async with serving_app(app) as port:
+        await _measure(port, pairs)
 
 
 async def _gateway(pairs: int, workdir: str) -> None:
-    import anyio
-
-    from gateway.app import RunningGateway, run_gateway
-    from gateway.logging import configure_logging
-    from gateway.settings import settings_from_mapping
-
-    config = tomllib.loads(
-        f"""
+    config = f"""
 log_format = "json"
 [dimse]
 enabled = false
@@ -135,21 +120,8 @@ url = "http://127.0.0.1:9/dicomweb"
 retry_initial_s = 60
 retry_max_s = 60
 """
-    )
-    configure_logging(level="info", fmt="json")
-    ready, stop = anyio.Event(), anyio.Event()
-    ports: list[int] = []
-
-    def on_ready(running: RunningGateway) -> None:
-        ports.append(running.web_port or 0)
-        ready.set()
-
-    async with anyio.create_task_group() as tg:
-        settings = settings_from_mapping(config)
-        tg.start_soon(lambda: run_gateway(settings, on_ready=on_ready, stop=stop))
-        await ready.wait()
-        await _measure(ports[0], pairs)
-        stop.set()
+    async with serving(config) as port:
+        await _measure(port, pairs)
 
 
 def _child(kind: str, pairs: int) -> None:

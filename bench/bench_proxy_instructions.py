@@ -27,7 +27,6 @@ import sys
 import tempfile
 import tomllib
 from pathlib import Path
-from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -35,6 +34,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 import bench_proxy_dicomweb as proxy  # noqa: E402
 from callgrind import count_instructions, instrument, require_valgrind  # noqa: E402
+from inprocess import serving, serving_app  # noqa: E402
 
 WARM_UP = 10
 SEARCH_PATH = "/dicomweb/modality-scheduled-procedure-steps"
@@ -94,32 +94,14 @@ path = "{workdir / "store.sqlite3"}"
 
 
 async def _origin(count: int, workdir: Path) -> None:
-    import anyio
-
-    from gateway.app import RunningGateway, run_gateway
-    from gateway.logging import configure_logging
-    from gateway.settings import settings_from_mapping
     from tests.gateway_process import import_worklist
 
     config = _b_config(workdir)
     items = workdir / "worklist.json"
     items.write_text(json.dumps([proxy.worklist_item(n) for n in range(proxy.ITEMS)]))
     import_worklist(config, workdir, items)
-    configure_logging(level="info", fmt="json")
-    ready, stop = anyio.Event(), anyio.Event()
-    ports: list[int] = []
-
-    def on_ready(running: RunningGateway) -> None:
-        ports.append(running.web_port or 0)
-        ready.set()
-
-    async with anyio.create_task_group() as tg:
-        settings = settings_from_mapping(tomllib.loads(config))
-        tg.start_soon(lambda: run_gateway(settings, on_ready=on_ready, stop=stop))
-        await ready.wait()
-        body = await _measure(ports[0], count)
-        (workdir / "body.json").write_bytes(body)
-        stop.set()
+    async with serving(config) as port:
+        (workdir / "body.json").write_bytes(await _measure(port, count))
 
 
 async def _floor(count: int, body: bytes) -> None:
@@ -130,15 +112,8 @@ async def _floor(count: int, body: bytes) -> None:
 
     app = web.Application()
     app.router.add_get(SEARCH_PATH, handle)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    server: Any = site._server  # the port of a port-0 site
-    try:
-        await _measure(server.sockets[0].getsockname()[1], count)
-    finally:
-        await runner.cleanup()
+    async with serving_app(app) as port:
+        await _measure(port, count)
 
 
 async def _agent(count: int, b_web_port: int, workdir: Path) -> None:
