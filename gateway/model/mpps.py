@@ -336,8 +336,7 @@ def _walk(item: JsonDataset, parent: TagPath, plan: _Plan, found: _Findings) -> 
     for check in plan.get(parent, ()):
         attr = item.get(check.key)
         if attr is None:
-            present = check.present
-            if present is True or (present is not False and present(item)):
+            if _holds(check.present, item):
                 found.missing.append(check.path)
             continue
         if check.refused:

@@ -10,7 +10,6 @@ from gateway.backends.dicomweb.backend import (
     MAX_SEQUENCE_DEPTH,
     _checked,
     _shape_problem,
-    _well_formed,
     remaining_results,
     warning_texts,
 )
@@ -195,30 +194,38 @@ def _nested(depth: int) -> dict[str, object]:
 
 
 _PN = {"vr": "PN", "Value": [{"Alphabetic": "A^B"}]}
-SHAPES = [
-    {"00100010": _PN, "00100020": {"vr": "LO"}, "00100030": {"vr": "DA", "Value": None}},
-    {"00091010": {"vr": "LO", "Value": ["private"]}, "00090010": {"vr": "LO"}},
-    {"0010001g": {"vr": "LO"}},
-    {"00100010": {"vr": "PN"}, "0010abcd": {"vr": "LO"}},
-    {"00100020": ["LO"]},
-    {"00100020": {"Value": ["P"]}},
-    {"00100020": {"vr": 5}},
-    {"00100020": {"vr": "LO", "Value": "P"}},
-    {"00400100": {"vr": "SQ", "Value": ["not an item"]}},
-    {"00400100": {"vr": "SQ", "Value": [{"00080060": {"vr": "CS", "Value": 1}}]}},
-    {"00400100": {"vr": "SQ", "Value": [{}, {"00080060": {"vr": "CS"}}]}},
-    {"00400100": {"vr": "LO", "Value": ["not a sequence", {"00080060": 1}]}},
-    _nested(MAX_SEQUENCE_DEPTH),
-    _nested(MAX_SEQUENCE_DEPTH + 1),
-    ["not", "an", "object"],
+_NO_VR = "attribute 00100020 has no VR"
+_BAD_KEY = "a key is not 8 upper-case hex digits"
+SHAPES: list[tuple[object, str | None]] = [
+    ({"00100010": _PN, "00100020": {"vr": "LO"}, "00100030": {"vr": "DA", "Value": None}}, None),
+    ({"00091010": {"vr": "LO", "Value": ["private"]}, "00090010": {"vr": "LO"}}, None),
+    ({"0010001g": {"vr": "LO"}}, _BAD_KEY),
+    ({"00100010": {"vr": "PN"}, "0010abcd": {"vr": "LO"}}, _BAD_KEY),
+    ({"00100020": ["LO"]}, _NO_VR),
+    ({"00100020": {"Value": ["P"]}}, _NO_VR),
+    ({"00100020": {"vr": 5}}, _NO_VR),
+    ({"00100020": {"vr": "LO", "Value": "P"}}, "attribute 00100020: Value is not an array"),
+    ({"00400100": {"vr": "SQ", "Value": ["not an item"]}}, "a dataset is not a JSON object"),
+    (
+        {"00400100": {"vr": "SQ", "Value": [{"00080060": {"vr": "CS", "Value": 1}}]}},
+        "attribute 00080060: Value is not an array",
+    ),
+    ({"00400100": {"vr": "SQ", "Value": [{}, {"00080060": {"vr": "CS"}}]}}, None),
+    ({"00400100": {"vr": "LO", "Value": ["not a sequence", {"00080060": 1}]}}, None),
+    (
+        {"00100020": {"vr": "LO"}, "00100030": 7, "0010001x": {"vr": "LO"}},
+        "attribute 00100030 has no VR",
+    ),
+    (_nested(MAX_SEQUENCE_DEPTH), None),
+    (_nested(MAX_SEQUENCE_DEPTH + 1), "sequences nested too deeply"),
+    (["not", "an", "object"], "a dataset is not a JSON object"),
 ]
 
 
-@pytest.mark.parametrize("item", SHAPES)
-def test_the_quick_shape_check_agrees_with_the_one_that_explains(item: object) -> None:
-    """The per-result check on the hot path accepts exactly what the explaining one does."""
-    problem = _shape_problem(item, 0)
-    assert _well_formed(item, 0) is (problem is None)
+@pytest.mark.parametrize(("item", "problem"), SHAPES)
+def test_every_result_is_checked_for_its_shape(item: object, problem: str | None) -> None:
+    """The per-result check accepts the DICOM JSON shape and names the first fault."""
+    assert _shape_problem(item, 0) == problem
     if problem is None:
         assert _checked(item) is item
     else:
