@@ -6,13 +6,7 @@ import json
 
 import pytest
 
-from gateway.backends.dicomweb.backend import (
-    MAX_SEQUENCE_DEPTH,
-    _checked,
-    _shape_problem,
-    remaining_results,
-    warning_texts,
-)
+from gateway.backends.dicomweb.backend import _checked, remaining_results, warning_texts
 from gateway.backends.dicomweb.client import RetryPolicy
 from gateway.backends.dicomweb.jsonstream import JsonArrayParser, parse_array
 from gateway.backends.dicomweb.outcomes import (
@@ -22,6 +16,8 @@ from gateway.backends.dicomweb.outcomes import (
     status_report,
 )
 from gateway.errors import ErrorKind, UpstreamBadResponse
+from gateway.model.json_shape import MAX_SEQUENCE_DEPTH, shape_problem
+from gateway.model.query import WorklistQuery
 from gateway.model.status import DimseStatus, Operation, dimse_failure
 
 ITEMS = [{"00100020": {"vr": "LO", "Value": [f"P{n}"]}, "x": 'ü,]}[{"'} for n in range(5)]
@@ -224,11 +220,60 @@ SHAPES: list[tuple[object, str | None]] = [
 
 @pytest.mark.parametrize(("item", "problem"), SHAPES)
 def test_every_result_is_checked_for_its_shape(item: object, problem: str | None) -> None:
-    """The per-result check accepts the DICOM JSON shape and names the first fault."""
-    assert _shape_problem(item, 0) == problem
+    """With includefield=all the whole result is checked, and the first fault is named."""
+    assert shape_problem(item) == problem
+    _assert_checked(item, WorklistQuery(include_all=True), problem)
+
+
+def _assert_checked(item: object, query: WorklistQuery, problem: str | None) -> None:
     if problem is None:
-        assert _checked(item) is item
+        assert _checked(item, query) is item
     else:
         with pytest.raises(UpstreamBadResponse) as raised:
-            _checked(item)
+            _checked(item, query)
         assert raised.value.message.endswith(f"invalid DICOM JSON ({problem})")
+
+
+_ASKED = WorklistQuery.from_query_params(
+    [("PatientID", ""), ("ScheduledProcedureStepSequence.Modality", "CT")]
+)
+_ASKED_WHOLE = WorklistQuery.from_query_params([("PatientID", ""), ("00400100", "")])
+_SPS_ITEM = {"00080060": {"vr": "CS", "Value": ["CT"]}}
+PLANNED: list[tuple[WorklistQuery, object, str | None]] = [
+    # Not asked for: dropped by the projection, so not the modality's problem.
+    (_ASKED, {"00100020": {"vr": "LO"}, "00100010": 7, "0010abcd": {"vr": "LO"}}, None),
+    (_ASKED, {"00400100": {"vr": "SQ", "Value": [{**_SPS_ITEM, "00400009": []}]}}, None),
+    (_ASKED, {}, None),  # every requested key absent: returned zero-length
+    # Asked for: refused, however deep.
+    (_ASKED, {"00100020": None}, _NO_VR),
+    (_ASKED, {"00100020": {"vr": "LO", "Value": "P"}}, "attribute 00100020: Value is not an array"),
+    (
+        _ASKED,
+        {"00400100": {"vr": "SQ", "Value": [{"00080060": {"vr": "CS", "Value": "CT"}}]}},
+        "attribute 00080060: Value is not an array",
+    ),
+    # Items of a sequence with requested nested keys are projected whatever the VR says.
+    (_ASKED, {"00400100": {"vr": "LO", "Value": ["x"]}}, "a dataset is not a JSON object"),
+    (_ASKED, _nested(MAX_SEQUENCE_DEPTH + 1), None),  # 00400100 holds no Modality here
+    # A sequence asked for whole is returned whole, so all of it is checked.
+    (
+        _ASKED_WHOLE,
+        {"00400100": {"vr": "SQ", "Value": [{**_SPS_ITEM, "00400009": []}]}},
+        "attribute 00400009 has no VR",
+    ),
+    (_ASKED_WHOLE, {"00400100": {"vr": "SQ", "Value": [{"0040x009": {"vr": "SH"}}]}}, _BAD_KEY),
+    (_ASKED_WHOLE, _nested(MAX_SEQUENCE_DEPTH + 1), "sequences nested too deeply"),
+    (_ASKED_WHOLE, ["not", "an", "object"], "a dataset is not a JSON object"),
+]
+
+
+@pytest.mark.parametrize(("query", "item", "problem"), PLANNED)
+def test_a_result_is_checked_where_the_query_uses_it(
+    query: WorklistQuery, item: object, problem: str | None
+) -> None:
+    """Only what the projection reads is checked: requested keys, their items, whole sequences."""
+    assert query.shape_problem(item) == problem
+    _assert_checked(item, query, problem)
+    if problem is None:
+        assert isinstance(item, dict)
+        query.project(item)  # what a front does next: it does not trip over the rest

@@ -28,7 +28,7 @@ from gateway.errors import (
     PayloadTooLarge,
 )
 from gateway.logging import get_logger
-from gateway.model.dicom_json import STANDARD_KEYS, is_tag_key, validate_json_dataset
+from gateway.model.dicom_json import validate_json_dataset
 from gateway.model.mpps import select_attributes, status_of, validate_create
 from gateway.model.mpps_table import PPS_STATUS
 from gateway.model.mwl_keys import path_to_tags
@@ -44,7 +44,6 @@ MWL_RESOURCE = "modality-scheduled-procedure-steps"
 MPPS_RESOURCE = "modality-performed-procedure-steps"
 PAGING_PARAMS = frozenset({"offset", "limit"})
 
-MAX_SEQUENCE_DEPTH = 16
 MAX_SEARCH_RESULTS = 100_000
 """Results one search may page through before it is refused (A700)."""
 _REMAINING_RE = re.compile(r"There are (\d+) additional results")
@@ -120,7 +119,7 @@ class DicomwebBackend:
                     async with contextlib.aclosing(response.json_array()) as items:
                         async for item in items:
                             received += 1
-                            checked = _checked(item)
+                            checked = _checked(item, query)
                             # A cancel lands between results, without a round trip
                             # through the event loop for each one.
                             await anyio.lowlevel.checkpoint_if_cancelled()
@@ -278,14 +277,15 @@ def remaining_results(texts: Iterable[str]) -> int | None:
     return None
 
 
-def _checked(item: Any) -> JsonDataset:
+def _checked(item: Any, query: WorklistQuery) -> JsonDataset:
     """A result the origin sent, checked for the DICOM JSON shape: its garbage is its fault.
 
     Only the structure is checked here (8-hex keys, attribute objects with a VR, lists of
-    values, sequence items as objects), which is cheap enough for every result; the fronts'
+    values, sequence items as objects), and only of what the query returns (the rest is
+    dropped by its projection), which is cheap enough for every result; the fronts'
     conversions check values of the attributes they actually send on.
     """
-    problem = _shape_problem(item, 0)
+    problem = query.shape_problem(item)
     if problem is not None:
         raise bad_response(f"invalid DICOM JSON ({problem})")
     result: JsonDataset = item
@@ -300,34 +300,3 @@ def _validated(dataset: Any) -> JsonDataset:
         raise bad_response(f"invalid DICOM JSON ({exc.message})") from None
     result: JsonDataset = dataset
     return result
-
-
-def _shape_problem(item: Any, depth: int) -> str | None:
-    """What is wrong with the shape of ``item``; None when nothing is.
-
-    It runs for every attribute of every result before the first one reaches the modality
-    (~50 per result, most of them the empty Type 2 keys an origin must send), so the keys
-    of standard attributes are checked in one set operation, and messages are built only
-    for a refusal.
-    """
-    if type(item) is not dict:
-        return "a dataset is not a JSON object"
-    if depth > MAX_SEQUENCE_DEPTH:
-        return "sequences nested too deeply"
-    keys_known = STANDARD_KEYS.issuperset(item)
-    for key, attr in item.items():
-        if not keys_known and not is_tag_key(key):
-            return "a key is not 8 upper-case hex digits"
-        vr = attr.get("vr") if type(attr) is dict else None
-        if type(vr) is not str:
-            return f"attribute {key} has no VR"
-        values = attr.get("Value")
-        if values is None:
-            continue
-        if type(values) is not list:
-            return f"attribute {key}: Value is not an array"
-        if vr == "SQ":
-            for value in values:
-                if (problem := _shape_problem(value, depth + 1)) is not None:
-                    return problem
-    return None
