@@ -8,7 +8,7 @@ front). One pynetdicom SCU keeps one association to each and sends the same work
 
 Prints per-query p50/p99 for both paths, their ratio and the time A adds at p50
 (target: ratio <= 1.3 and <= 5 ms added per hop at p50), and the median of the per-pair
-differences with its 95 % interval, which drift on a shared machine disturbs far less.
+differences with its 95 % interval: how far one run's figure can be trusted.
 
 Run from the repository root:  python bench/bench_proxy_dicomweb.py [--queries 200]
 """
@@ -230,9 +230,9 @@ def report(samples: dict[str, list[float]], queries: int) -> None:
 def paired_shift(direct: list[float], proxied: list[float]) -> tuple[float, float, float]:
     """Median of ``proxied[i] - direct[i]`` with a distribution-free 95 % interval.
 
-    The two queries of a pair run back to back, so load that drifts over the run (other
-    tenants of a shared machine) hits both alike and cancels out of the difference; the
-    difference of the two p50s moves by +-2 ms between identical runs here.
+    The two queries of a pair run back to back, so slow drift in the machine's load cancels
+    out of their difference. Single queries still vary by tens of ms on a shared 2-CPU
+    machine: the interval (about +-3.5 ms over 200 pairs there) says how much one run shows.
     """
     differences = sorted(a - b for a, b in zip(proxied, direct, strict=True))
     n = len(differences)
