@@ -310,3 +310,16 @@ async def test_search_fault_table(
         assert len(origin.requests) == (FAST_RETRY.attempts if retried else 1)
         origin.faults.clear()
         assert await collect(backend, all_query()) == [item(1)]
+
+
+async def test_garbage_outside_the_query_does_not_cost_the_modality_its_worklist() -> None:
+    """Only what the query returns is shape-checked; the projection drops the rest."""
+    sloppy = {**item(1), "00101010": 5, "0010abcd": {"vr": "LO"}}
+    async with origin_and_backend() as (origin, backend):
+        origin.worklist = [sloppy, item(2)]
+        results = await collect(backend, all_query())
+        assert results == [sloppy, item(2)]
+        assert all_query().project(results[0]) == all_query().project(item(1))
+        origin.worklist = [{**item(1), "00100020": {"vr": "LO", "Value": "P0001"}}]
+        with pytest.raises(UpstreamBadResponse, match="00100020: Value is not an array"):
+            await collect(backend, all_query())
