@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from callgrind import count_instructions, instrument, require_valgrind  # noqa: E402
-from inprocess import serving, serving_app  # noqa: E402
+from inprocess import serving, serving_app, web_only_config  # noqa: E402
 
 MPPS_PATH = "/dicomweb/modality-performed-procedure-steps"
 CLIENTS = 8
@@ -104,22 +104,14 @@ async def _floor(pairs: int) -> None:
 
 
 async def _gateway(pairs: int, workdir: str) -> None:
-    config = f"""
-log_format = "json"
-[dimse]
-enabled = false
-[web]
-host = "127.0.0.1"
-port = 0
-backend = "up"
-[store]
-path = "{workdir}/store.sqlite3"
+    upstream = """
 [backends.up]
 type = "dicomweb"
 url = "http://127.0.0.1:9/dicomweb"
 retry_initial_s = 60
 retry_max_s = 60
 """
+    config = web_only_config(Path(workdir) / "store.sqlite3", web_backend="up", extra=upstream)
     async with serving(config) as port:
         await _measure(port, pairs)
 

@@ -34,7 +34,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 import bench_proxy_dicomweb as proxy  # noqa: E402
 from callgrind import count_instructions, instrument, require_valgrind  # noqa: E402
-from inprocess import serving, serving_app  # noqa: E402
+from inprocess import serving, serving_app, web_only_config  # noqa: E402
 
 WARM_UP = 10
 SEARCH_PATH = "/dicomweb/modality-scheduled-procedure-steps"
@@ -80,23 +80,10 @@ async def _measure(port: int, count: int) -> bytes:
     return body
 
 
-def _b_config(workdir: Path) -> str:
-    return f"""
-log_format = "json"
-[dimse]
-enabled = false
-[web]
-host = "127.0.0.1"
-port = 0
-[store]
-path = "{workdir / "store.sqlite3"}"
-"""
-
-
 async def _origin(count: int, workdir: Path) -> None:
     from tests.gateway_process import import_worklist
 
-    config = _b_config(workdir)
+    config = web_only_config(workdir / "store.sqlite3")
     items = workdir / "worklist.json"
     items.write_text(json.dumps([proxy.worklist_item(n) for n in range(proxy.ITEMS)]))
     import_worklist(config, workdir, items)
