@@ -97,8 +97,25 @@ async def run_route(route: Route, request: web.Request) -> web.StreamResponse:
             choice = _negotiate(route, request)
         media = report_media_type(request.headers.get("Accept"), choice)
         response = report_response(report, media)
-    _log(ctx.log, route, request, response.status, fields, time.perf_counter() - started)
+    try:
+        await _send(response, request)
+    finally:
+        _log(ctx.log, route, request, response.status, fields, time.perf_counter() - started)
     return response
+
+
+async def _send(response: web.StreamResponse, request: web.Request) -> None:
+    """Write ``response`` now, so the client does not wait for the request's log line.
+
+    aiohttp would send it after this handler returned; its own prepare and write_eof are
+    then no-ops. A client that left mid-write is left to aiohttp, which meets the closed
+    connection again and handles it as it always did.
+    """
+    try:
+        await response.prepare(request)
+        await response.write_eof()
+    except ConnectionError:
+        pass
 
 
 def _safe(fields: dict[str, object]) -> dict[str, object]:
