@@ -231,7 +231,7 @@ def _assert_checked(item: object, query: WorklistQuery, problem: str | None) -> 
     else:
         with pytest.raises(UpstreamBadResponse) as raised:
             _checked(item, query)
-        assert raised.value.message.endswith(f"invalid DICOM JSON ({problem})")
+        assert raised.value.message == f"unusable answer: {problem}"
 
 
 _ASKED = WorklistQuery.from_query_params(

@@ -521,6 +521,56 @@ def test_search_cancelled_mid_page(
         assoc.release()
 
 
+def test_a_malformed_result_ends_the_search_with_c502_naming_it(
+    faulty: tuple[FakeOrigin, BlockingPortal, GatewayProcess],
+) -> None:
+    """Results before the malformed one go out, then C502 names the attribute whole in the
+    Error Comment; garbage in an attribute nobody asked for is dropped."""
+    origin, portal, gateway = faulty
+    results = [_sps(n) for n in range(5)]
+    results[0] = {**results[0], "00101010": 5}  # Patient's Age, not asked for
+    results[2] = {**results[2], "00100020": {"vr": "LO", "Value": "F2"}}
+    portal.call(setattr, origin, "worklist", results)
+    assoc = associate(gateway.dimse_port)
+    try:
+        statuses = []
+        for status, found in assoc.send_c_find(patient_query(), ModalityWorklistInformationFind):
+            statuses.append(int(status.Status))
+            if found is not None:
+                assert "PatientAge" not in found
+        assert statuses[:-1] == [DimseStatus.PENDING] * 2
+        assert statuses[-1] == DimseStatus.UNABLE_TO_PROCESS_BAD_UPSTREAM_RESPONSE
+        assert status.ErrorComment == "unusable answer: attribute 00100020: Value is not an array"
+        portal.call(setattr, origin, "worklist", [_sps(n) for n in range(5)])
+        final, found_all = find(assoc, patient_query())  # still serving, same association
+        assert (final, len(found_all)) == (DimseStatus.SUCCESS, 5)
+    finally:
+        assoc.release()
+
+
+def test_a_relay_answers_a_malformed_result_with_502_naming_it(tmp_path: Path) -> None:
+    """A web client of a relay gets 502 naming the fault; the relay keeps serving."""
+    config = proxy_config("{url}", tmp_path).replace(
+        "[web]\nenabled = false", '[web]\nhost = "127.0.0.1"\nport = 0\nbackend = "up"'
+    )
+    with origin_in_thread() as (origin, portal):
+        bad = {**_sps(1), "00100010": {"vr": "PN", "Value": "Fake^Patient1"}}
+        portal.call(setattr, origin, "worklist", [_sps(0), bad])
+        relay = start_gateway(config.replace("{url}", origin.url), tmp_path)
+        try:
+            search = (
+                f"http://127.0.0.1:{relay.web_port}/dicomweb/modality-scheduled-procedure-steps"
+            )
+            status, _, body = http(f"{search}?PatientID=")
+            assert status == 502
+            assert b"unusable answer: attribute 00100010: Value is not an array" in body
+            portal.call(setattr, origin, "worklist", [_sps(0), _sps(1)])
+            status, _, body = http(f"{search}?PatientID=")
+            assert (status, len(json.loads(body))) == (200, 2)
+        finally:
+            assert relay.stop() == 0
+
+
 def _closed_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

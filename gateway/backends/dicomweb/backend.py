@@ -287,7 +287,7 @@ def _checked(item: Any, query: WorklistQuery) -> JsonDataset:
     """
     problem = query.shape_problem(item)
     if problem is not None:
-        raise bad_response(f"invalid DICOM JSON ({problem})")
+        raise bad_response(problem)  # short: a modality's 64-character Error Comment keeps it
     result: JsonDataset = item
     return result
 
