@@ -33,7 +33,9 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from callgrind import count_instructions, instrument, require_valgrind  # noqa: E402
-from inprocess import serving, serving_app, web_only_config  # noqa: E402
+from inprocess import serving, serving_app  # noqa: E402
+
+from tests.gateway_process import web_only_config  # noqa: E402
 
 MPPS_PATH = "/dicomweb/modality-performed-procedure-steps"
 CLIENTS = 8

@@ -34,7 +34,9 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 import bench_proxy_dicomweb as proxy  # noqa: E402
 from callgrind import count_instructions, instrument, require_valgrind  # noqa: E402
-from inprocess import serving, serving_app, web_only_config  # noqa: E402
+from inprocess import serving, serving_app  # noqa: E402
+
+from tests.gateway_process import web_only_config  # noqa: E402
 
 WARM_UP = 10
 SEARCH_PATH = "/dicomweb/modality-scheduled-procedure-steps"

@@ -9,27 +9,7 @@ from __future__ import annotations
 import contextlib
 import tomllib
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
-
-
-def web_only_config(store: Path, *, web_backend: str | None = None, extra: str = "") -> str:
-    """TOML for a gateway with only its DICOMweb front, on a free loopback port.
-
-    ``web_backend`` names the backend the front uses (default: the local store at
-    ``store``); ``extra`` is appended (the ``[backends.*]`` tables).
-    """
-    backend_line = f'backend = "{web_backend}"\n' if web_backend else ""
-    return f"""
-log_format = "json"
-[dimse]
-enabled = false
-[web]
-host = "127.0.0.1"
-port = 0
-{backend_line}[store]
-path = "{store}"
-{extra}"""
 
 
 @contextlib.asynccontextmanager

@@ -68,6 +68,25 @@ class GatewayProcess:
             self.proc.wait()
 
 
+def web_only_config(store: Path | str, *, web_backend: str | None = None, extra: str = "") -> str:
+    """TOML for a gateway with only its DICOMweb front, on a free loopback port.
+
+    ``web_backend`` names the backend the front uses (default: the local store at
+    ``store``); ``extra`` is appended (the ``[backends.*]`` tables).
+    """
+    backend_line = f'backend = "{web_backend}"\n' if web_backend else ""
+    return f"""
+log_format = "json"
+[dimse]
+enabled = false
+[web]
+host = "127.0.0.1"
+port = 0
+{backend_line}[store]
+path = "{store}"
+{extra}"""
+
+
 def _pump(stream: IO[str], sink: queue.Queue[str | None]) -> None:
     for line in stream:
         sink.put(line)

@@ -157,6 +157,17 @@ async def test_retrieve_without_tags_returns_everything(
     assert result.dataset == minimal_create()
 
 
+async def test_a_malformed_retrieve_answer_is_refused_naming_the_attribute(
+    backend: DicomwebBackend, origin: FakeOrigin
+) -> None:
+    """The text fits a 64-character Error Comment whole (an N-GET's answer through A)."""
+    origin.mpps[MPPS_UID] = {**minimal_create(), "00400252": {"vr": "CS", "Value": "DONE"}}
+    with pytest.raises(UpstreamBadResponse) as raised:
+        await backend.retrieve_mpps(MPPS_UID)
+    assert raised.value.message.startswith("unusable answer: 00400252")
+    assert len(raised.value.message) <= 64
+
+
 # --- the draft dialect ---------------------------------------------------------------------
 
 

@@ -20,7 +20,7 @@ import pytest
 
 from gateway.model.status import DimseStatus
 from tests.fakes.mpps_scp import FakeRis
-from tests.gateway_process import start_gateway
+from tests.gateway_process import start_gateway, web_only_config
 from tests.unit.mpps_examples import completed_update, minimal_create, series_update
 
 UID_ROOT = "1.2.826.0.1.3680043.10.78"
@@ -35,17 +35,10 @@ def ris() -> Iterator[FakeRis]:
 
 
 def config(port: int) -> str:
-    return f"""
-log_format = "json"
-[dimse]
-enabled = false
-[web]
-host = "127.0.0.1"
-port = 0
-backend = "ris"
-[store]
-path = "gateway.sqlite3"
-[backends.ris]
+    return web_only_config(
+        "gateway.sqlite3",
+        web_backend="ris",
+        extra=f"""[backends.ris]
 type = "dimse"
 host = "127.0.0.1"
 port = {port}
@@ -53,7 +46,8 @@ called_ae_title = "FAKE_RIS"
 timeout_s = 5.0
 retry_initial_s = 0.05
 retry_max_s = 0.3
-"""
+""",
+    )
 
 
 def post(url: str, dataset: object) -> int:
