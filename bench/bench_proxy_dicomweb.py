@@ -10,14 +10,23 @@ Prints per-query p50/p99 for both paths, their ratio and the time A adds at p50
 (target: ratio <= 1.3 and <= 5 ms added per hop at p50), and the median of the per-pair
 differences with its 95 % interval: how far one run's figure can be trusted.
 
+Then where the CPU went, which the host's noise moves less than wall time: each process's
+CPU time per query (SCU, A, B) from the kernel's run time of each of its threads
+(``/proc/PID/task/*/schedstat``, in ns, time taken by the hypervisor not counted), the same
+over an idle stretch as long as a query (what the processes burn waiting: pynetdicom
+polls each association's sockets and queues every millisecond), and the host's steal time
+during the run.
+
 Run from the repository root:  python bench/bench_proxy_dicomweb.py [--queries 200]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
+import os
 import statistics
 import sys
 import tempfile
@@ -38,6 +47,7 @@ from tests.gateway_process import GatewayProcess, import_worklist, start_gateway
 
 ITEMS = 50
 WARMUP = 20
+IDLE_SAMPLES = 30
 
 
 def worklist_item(n: int) -> dict[str, Any]:
@@ -170,6 +180,35 @@ def timed_find(assoc: Association, identifier: Dataset) -> float:
     return elapsed
 
 
+class CpuMeter:
+    """CPU time per process over an interval, read from every live thread's schedstat."""
+
+    def __init__(self, pids: dict[str, int]) -> None:
+        self.pids = pids
+
+    def now(self) -> dict[str, int]:
+        return {name: _process_cpu_ns(pid) for name, pid in self.pids.items()}
+
+    def since(self, before: dict[str, int]) -> dict[str, float]:
+        """Milliseconds of CPU each process used since ``before``."""
+        after = self.now()
+        return {name: (after[name] - before[name]) / 1e6 for name in self.pids}
+
+
+def _process_cpu_ns(pid: int) -> int:
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(FileNotFoundError):  # the thread ended since the listing
+            total += int((task / "schedstat").read_text().split()[0])
+    return total
+
+
+def steal_seconds() -> float:
+    """The host's steal time so far, both CPUs (the 8th value of /proc/stat's cpu line)."""
+    values = Path("/proc/stat").read_text().split("\n", 1)[0].split()
+    return int(values[8]) / os.sysconf("SC_CLK_TCK")
+
+
 def percentile(samples: list[float], pct: float) -> float:
     ordered = sorted(samples)
     index = min(len(ordered) - 1, max(0, round(pct / 100 * len(ordered) + 0.5) - 1))
@@ -193,16 +232,29 @@ def main() -> int:
             for _ in range(WARMUP):
                 timed_find(direct, identifier)
                 timed_find(proxied, identifier)
-            samples: dict[str, list[float]] = {"B direct": [], "A -> B": []}
+            paths = {"B direct": direct, "A -> B": proxied}
+            samples: dict[str, list[float]] = {name: [] for name in paths}
+            cpu: dict[str, list[dict[str, float]]] = {name: [] for name in [*paths, "idle"]}
+            meter = CpuMeter({"SCU": os.getpid(), "A": gateway_a.proc.pid, "B": gateway_b.proc.pid})
+            steal = steal_seconds()
             for _ in range(args.queries):  # alternate, so drift hits both paths alike
-                samples["B direct"].append(timed_find(direct, identifier))
-                samples["A -> B"].append(timed_find(proxied, identifier))
+                for name, assoc in paths.items():
+                    before = meter.now()
+                    samples[name].append(timed_find(assoc, identifier))
+                    cpu[name].append(meter.since(before))
+            steal = steal_seconds() - steal
+            idle_s = statistics.median(samples["B direct"])
+            for _ in range(IDLE_SAMPLES):
+                before = meter.now()
+                time.sleep(idle_s)
+                cpu["idle"].append(meter.since(before))
             direct.release()
             proxied.release()
         finally:
             gateway_a.stop()
             gateway_b.stop()
     report(samples, args.queries)
+    report_cpu(cpu, steal)
     return 0
 
 
@@ -225,6 +277,23 @@ def report(samples: dict[str, list[float]], queries: int) -> None:
         f"added by the hop, median of per-pair differences: {mid:.2f} ms"
         f" (95 % confidence {low:.2f} to {high:.2f})"
     )
+
+
+def report_cpu(cpu: dict[str, list[dict[str, float]]], steal: float) -> None:
+    processes = list(cpu["idle"][0])
+    print("\nCPU per query by process, median ms (idle: no query, as long as B direct's p50)\n")
+    print("| path       | " + " | ".join(f"{name:>6}" for name in processes) + " |")
+    print("|------------|" + "|".join("-" * 8 for _ in processes) + "|")
+    for path, rows in cpu.items():
+        medians = [statistics.median(row[name] for row in rows) for name in processes]
+        print(f"| {path:<10} | " + " | ".join(f"{value:6.2f}" for value in medians) + " |")
+    gateways = {path: [row["A"] + row["B"] for row in cpu[path]] for path in ("B direct", "A -> B")}
+    low, mid, high = paired_shift(gateways["B direct"], gateways["A -> B"])
+    print(
+        f"\nCPU the hop adds in the gateways (A + B), median of per-pair differences:"
+        f" {mid:.2f} ms (95 % confidence {low:.2f} to {high:.2f})"
+    )
+    print(f"host steal during the timed queries: {steal:.1f} s over both CPUs")
 
 
 def paired_shift(direct: list[float], proxied: list[float]) -> tuple[float, float, float]:
