@@ -236,14 +236,14 @@ def main() -> int:
             samples: dict[str, list[float]] = {name: [] for name in paths}
             cpu: dict[str, list[dict[str, float]]] = {name: [] for name in [*paths, "idle"]}
             meter = CpuMeter({"SCU": os.getpid(), "A": gateway_a.proc.pid, "B": gateway_b.proc.pid})
-            steal = steal_seconds()
+            steal_before = steal_seconds()
             for _ in range(args.queries):  # alternate, so drift hits both paths alike
                 for name, assoc in paths.items():
                     before = meter.now()
                     samples[name].append(timed_find(assoc, identifier))
                     cpu[name].append(meter.since(before))
-            steal = steal_seconds() - steal
-            idle_s = statistics.median(samples["B direct"])
+            steal = steal_seconds() - steal_before
+            idle_s = percentile(samples["B direct"], 50)
             for _ in range(IDLE_SAMPLES):
                 before = meter.now()
                 time.sleep(idle_s)
