@@ -15,7 +15,7 @@ CPU time per query (SCU, A, B) from the kernel's run time of each of its threads
 (``/proc/PID/task/*/schedstat``, in ns, time taken by the hypervisor not counted), the same
 over an idle stretch as long as a query (what the processes burn waiting: pynetdicom
 polls each association's sockets and queues every millisecond), and the host's steal time
-during the run.
+during the run (Linux only: elsewhere that part is skipped).
 
 Run from the repository root:  python bench/bench_proxy_dicomweb.py [--queries 200]
 """
@@ -48,6 +48,7 @@ from tests.gateway_process import GatewayProcess, import_worklist, start_gateway
 ITEMS = 50
 WARMUP = 20
 IDLE_SAMPLES = 30
+PROC = Path("/proc")  # where the kernel tells threads' run times and the host's steal (Linux)
 
 
 def worklist_item(n: int) -> dict[str, Any]:
@@ -197,7 +198,7 @@ class CpuMeter:
 
 def _process_cpu_ns(pid: int) -> int:
     total = 0
-    for task in Path(f"/proc/{pid}/task").iterdir():
+    for task in (PROC / str(pid) / "task").iterdir():
         with contextlib.suppress(FileNotFoundError):  # the thread ended since the listing
             total += int((task / "schedstat").read_text().split()[0])
     return total
@@ -205,7 +206,9 @@ def _process_cpu_ns(pid: int) -> int:
 
 def steal_seconds() -> float:
     """The host's steal time so far, both CPUs (the 8th value of /proc/stat's cpu line)."""
-    values = Path("/proc/stat").read_text().split("\n", 1)[0].split()
+    if not PROC.is_dir():
+        return 0.0
+    values = (PROC / "stat").read_text().split("\n", 1)[0].split()
     return int(values[8]) / os.sysconf("SC_CLK_TCK")
 
 
@@ -235,7 +238,8 @@ def main() -> int:
             paths = {"B direct": direct, "A -> B": proxied}
             samples: dict[str, list[float]] = {name: [] for name in paths}
             cpu: dict[str, list[dict[str, float]]] = {name: [] for name in [*paths, "idle"]}
-            meter = CpuMeter({"SCU": os.getpid(), "A": gateway_a.proc.pid, "B": gateway_b.proc.pid})
+            pids = {"SCU": os.getpid(), "A": gateway_a.proc.pid, "B": gateway_b.proc.pid}
+            meter = CpuMeter(pids if PROC.is_dir() else {})
             steal_before = steal_seconds()
             for _ in range(args.queries):  # alternate, so drift hits both paths alike
                 for name, assoc in paths.items():
@@ -244,7 +248,7 @@ def main() -> int:
                     cpu[name].append(meter.since(before))
             steal = steal_seconds() - steal_before
             idle_s = percentile(samples["B direct"], 50)
-            for _ in range(IDLE_SAMPLES):
+            for _ in range(IDLE_SAMPLES if meter.pids else 0):
                 before = meter.now()
                 time.sleep(idle_s)
                 cpu["idle"].append(meter.since(before))
@@ -280,6 +284,9 @@ def report(samples: dict[str, list[float]], queries: int) -> None:
 
 
 def report_cpu(cpu: dict[str, list[dict[str, float]]], steal: float) -> None:
+    if not cpu["idle"]:
+        print("\nCPU per process: not measured (no /proc on this system)")
+        return
     processes = list(cpu["idle"][0])
     print("\nCPU per query by process, median ms (idle: no query, as long as B direct's p50)\n")
     print("| path       | " + " | ".join(f"{name:>6}" for name in processes) + " |")
